@@ -1,0 +1,1 @@
+"""jaxretrieval: learning to hash and listwise image retrieval in JAX."""
