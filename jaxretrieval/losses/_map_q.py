@@ -1,0 +1,321 @@
+"""mAP_Q: average precision through soft (triangular) histogram binning, as a listwise loss.
+
+The quantized AP of Revaud et al. replaces ranks by a soft histogram of scores: ``num_bins`` bin
+centres from the top of ``score_range`` down, each score split linearly between its two nearest
+centres. The per-query bin sums are everything AP needs, so the kernel below never materialises the
+``[queries, items, num_bins]`` assignment tensor: the forward pass accumulates one bin at a time,
+and a hand-written backward pass (``jax.custom_vjp``) uses that every score lies between exactly two
+adjacent bin centres, so its derivative involves two bins only.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from jaxretrieval.losses import _reduce
+
+_TIE_AWARE_FORMS = ("full", "simplified")
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4, 5))
+def _soft_bin_sums(scores, relevance, include, num_bins, low, high):
+    r"""Per-query soft histogram sums ``(counts, positives)``, both ``[queries, num_bins]``.
+
+    ``counts[i, k] = sum_j include_ij q_k(s_ij)`` and ``positives[i, k] = sum_j include_ij
+    relevance_ij q_k(s_ij)``, with ``q_k`` the triangular bin ``k`` (bin 0 = highest score; the edge
+    bins saturate outside ``[low, high]``).
+    """
+    return _bin_sums_forward(scores, relevance, include, num_bins, low, high)[0]
+
+
+def _bin_centre(k, num_bins, low, high):
+    """Centre of bin ``k`` (a traced integer is fine); bin 0 is the highest score."""
+    return high - k * ((high - low) / (num_bins - 1))
+
+
+# Both passes loop over bins with ``fori_loop`` and compare the scores with per-bin scalars only:
+# then no batch x batch intermediate is loop-invariant (XLA would hoist it and keep it alive), and only
+# one bin's weights exist at a time.
+
+
+def _bin_sums_forward(scores, relevance, include, num_bins, low, high):
+    bin_width = (high - low) / (num_bins - 1)
+
+    def add_bin(k, sums):
+        counts, positives = sums
+        # The triangle is the smaller of a rising and a falling line; the edge bins have no falling
+        # (bin 0) or rising (last bin) side, which makes them saturate outside [low, high].
+        rising_zero = jnp.where(k == num_bins - 1, -jnp.inf, _bin_centre(k + 1, num_bins, low, high))
+        falling_zero = jnp.where(k == 0, jnp.inf, _bin_centre(k - 1, num_bins, low, high))
+        weight = jnp.clip(jnp.minimum(scores - rising_zero, falling_zero - scores) / bin_width, 0.0, 1.0)
+        weight = jnp.where(include, weight, 0.0)
+        counts = counts.at[:, k].set(jnp.sum(weight, axis=1))
+        positives = positives.at[:, k].set(jnp.sum(jnp.where(relevance != 0, weight, 0.0), axis=1))
+        return counts, positives
+
+    zeros = jnp.zeros(scores.shape[:1] + (num_bins,), scores.dtype)
+    sums = jax.lax.fori_loop(0, num_bins, add_bin, (zeros, zeros))
+    return sums, (scores, relevance, include)
+
+
+def _bin_sums_backward(num_bins, low, high, residuals, cotangents):
+    scores, relevance, include = residuals
+    counts_cotangent, positives_cotangent = cotangents
+    bin_width = (high - low) / (num_bins - 1)
+    # A score in (centre_k+1, centre_k] lies on the rising side of bin k and the falling side of bin
+    # k + 1 and in no other bin: d/dscore is +1/width for bin k and -1/width for bin k + 1. Scores
+    # beyond the range sit on a saturated edge bin (slope 0). At a bin centre this is the one-sided
+    # slope from below, a valid subgradient.
+    count_slope = (counts_cotangent[:, :-1] - counts_cotangent[:, 1:]) / bin_width
+    positive_slope = (positives_cotangent[:, :-1] - positives_cotangent[:, 1:]) / bin_width
+
+    def add_interval(k, grad):
+        in_interval = (scores <= _bin_centre(k, num_bins, low, high)) & (
+            scores > _bin_centre(k + 1, num_bins, low, high))
+        slope = count_slope[:, k, None] + jnp.where(relevance != 0, positive_slope[:, k, None], 0.0)
+        return grad + jnp.where(in_interval & include, slope, 0.0)
+
+    grad = jax.lax.fori_loop(0, num_bins - 1, add_interval, jnp.zeros_like(scores))
+    return grad, None, None
+
+
+_soft_bin_sums.defvjp(
+    lambda scores, relevance, include, num_bins, low, high: _bin_sums_forward(
+        scores, relevance, include, num_bins, low, high),
+    _bin_sums_backward)
+
+
+def _average_precision_from_bins(counts, positives, num_relevant, tie_aware, tie_aware_form):
+    """AP per query from its bin sums (tiny ``[queries, num_bins]`` arrays; plain autodiff)."""
+    has_relevant = num_relevant > 0
+    cumulative_counts = jnp.cumsum(counts, axis=1)
+    cumulative_positives = jnp.cumsum(positives, axis=1)
+    if not tie_aware:
+        soft_num_relevant = jnp.sum(positives, axis=1)
+        precision = cumulative_positives / (1e-16 + cumulative_counts)
+        average_precision = jnp.sum(precision * positives, axis=1) / jnp.where(
+            has_relevant, soft_num_relevant, 1.0)
+    else:
+        # He et al.'s expected AP within tie groups (each bin is a group), in naver's TAPLoss form.
+        zeros = jnp.zeros_like(counts[:, :1])
+        counts_before = jnp.concatenate([zeros, cumulative_counts[:, :-1]], axis=1)
+        positives_before = jnp.concatenate([zeros, cumulative_positives[:, :-1]], axis=1)
+        if tie_aware_form == "simplified":
+            per_bin = positives * (positives_before + cumulative_positives + 1) / (
+                counts_before + cumulative_counts + 1)
+        else:
+            eps = 1e-8
+            ratio = jnp.maximum(positives - 1, 0) / (jnp.maximum(counts - 1, 0) + eps)
+            harmonic = jnp.log((cumulative_counts + 1) / (counts_before + 1))
+            per_bin = positives * (
+                counts * ratio + (positives_before + 1 - ratio * (counts_before + 1)) * harmonic
+            ) / (counts + eps)
+        average_precision = jnp.sum(per_bin, axis=1) / jnp.where(has_relevant, num_relevant, 1.0)
+    return jnp.where(has_relevant, average_precision, 0.0)
+
+
+def _check_options(num_bins, score_range, tie_aware_form):
+    if not isinstance(num_bins, int) or num_bins < 2:
+        raise ValueError(f"num_bins must be an integer >= 2, got {num_bins!r}")
+    low, high = (float(value) for value in score_range)
+    if not low < high:
+        raise ValueError(f"score_range must be (low, high) with low < high, got {score_range!r}")
+    if tie_aware_form not in _TIE_AWARE_FORMS:
+        raise ValueError(f"tie_aware_form must be one of {_TIE_AWARE_FORMS}, got {tie_aware_form!r}")
+    return low, high
+
+
+def _as_float32_or_wider(array):
+    return array.astype(jnp.promote_types(array.dtype, jnp.float32))
+
+
+def quantized_ap(
+    scores: jax.Array,
+    relevance: jax.Array,
+    *,
+    num_bins: int = 20,
+    score_range: tuple[float, float] = (-1.0, 1.0),
+    tie_aware: bool = False,
+    tie_aware_form: str = "full",
+) -> jax.Array:
+    r"""Quantized average precision AP_Q of each query (Revaud et al.), differentiable in ``scores``.
+
+    Scores are similarities (higher = ranked first). With ``nq = num_bins`` bin centres
+    :math:`b_k = \text{high} - k\Delta`, :math:`\Delta = (\text{high} - \text{low}) / (nq - 1)`, and
+    triangular weights :math:`q_k(x) = \max(0, 1 - |x - b_k| / \Delta)` (bin 0 takes every
+    :math:`x \ge \text{high}` with weight 1, the last bin every :math:`x \le \text{low}`):
+
+    .. math::
+        n_k = \sum_j q_k(x_j), \quad p_k = \sum_j y_j q_k(x_j), \quad
+        \mathrm{AP}_Q = \sum_k \frac{\sum_{k' \le k} p_{k'}}{10^{-16} + \sum_{k' \le k} n_{k'}}
+        \cdot \frac{p_k}{\sum_{k'} p_{k'}}.
+
+    ``tie_aware=True`` treats each bin as a tie group and returns the expected AP over random orders
+    inside the groups (He et al.), exactly as naver's ``TAPLoss``: ``tie_aware_form="full"`` is its
+    default form (harmonic sums approximated by :math:`\log\frac{C_k + 1}{C_{k-1} + 1}`),
+    ``"simplified"`` its ``simplified=True`` form :math:`\sum_k p_k (P_{k-1} + P_k + 1) /
+    (C_{k-1} + C_k + 1) / N^+`, with cumulative sums :math:`C, P` and :math:`N^+` relevant items.
+
+    A query with no relevant item has AP 0 (the reference returns NaN). Memory is
+    O(queries x items): the ``[queries, items, num_bins]`` assignment tensor is never built.
+
+    Args:
+        scores: ``[num_queries, num_items]`` floating similarities, descending = better.
+        relevance: ``[num_queries, num_items]`` bool or 0/1 numbers.
+        num_bins: number of bins ``nq >= 2`` (the paper: 20 on [-1, 1]).
+        score_range: ``(low, high)`` of the bin centres.
+        tie_aware: return the tie-aware AP instead.
+        tie_aware_form: ``"full"`` or ``"simplified"`` (only with ``tie_aware=True``).
+
+    Returns:
+        ``[num_queries]`` AP values in [0, 1].
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> scores = jnp.array([[0.9, 0.1, 0.7, -0.3, 0.5, -0.8]])
+        >>> relevance = jnp.array([[1, 0, 1, 0, 0, 1]])
+        >>> print(quantized_ap(scores, relevance).round(6))
+        [0.830791]
+
+    References:
+        Revaud et al., "Learning with Average Precision: Training Image Retrieval with a Listwise
+        Loss", ICCV 2019. He et al., "Hashing as Tie-Aware Learning to Rank", CVPR 2018.
+    """
+    low, high = _check_options(num_bins, score_range, tie_aware_form)
+    scores = _as_float32_or_wider(_reduce.check_floating(scores, "scores"))
+    _reduce.check_rank(scores, 2, "scores", "[num_queries, num_items]")
+    relevance = jnp.asarray(relevance)
+    _reduce.check_same_shape([("scores", scores), ("relevance", relevance)])
+    _reduce.check_finite(scores, "scores")
+    include = jnp.ones(scores.shape, dtype=bool)
+    counts, positives = _soft_bin_sums(scores, relevance, include, num_bins, low, high)
+    num_relevant = jnp.sum(relevance != 0, axis=1, dtype=scores.dtype)
+    return _average_precision_from_bins(counts, positives, num_relevant, tie_aware, tie_aware_form)
+
+
+def batch_quantized_ap(
+    descriptors: jax.Array,
+    labels: jax.Array,
+    *,
+    num_bins: int = 20,
+    score_range: tuple[float, float] = (-1.0, 1.0),
+    tie_aware: bool = False,
+    tie_aware_form: str = "full",
+    where: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
+    r"""AP_Q of every example of a batch used as a query against the rest of the batch.
+
+    Scores are the inner products :math:`S = D D^\top` (cosine similarities for L2-normalised
+    descriptors; they are not renormalised here). Example ``i`` ranks every other example: the
+    self-match is removed from the ranking (not merely marked irrelevant), and ``j`` is relevant when
+    it shares a label with ``i``. See :func:`quantized_ap` for the binning.
+
+    Args:
+        descriptors: ``[batch, dim]`` floating, L2-normalised.
+        labels: integer class ids ``[batch]`` or multi-hot ``[batch, num_classes]``.
+        num_bins, score_range, tie_aware, tie_aware_form: as in :func:`quantized_ap`.
+        where: optional ``[batch]`` bool; masked examples (e.g. padding) are neither queries nor items.
+
+    Returns:
+        ``(average_precision, has_relevant)``, both ``[batch]``: AP_Q (0 where a query has no relevant
+        item or is masked) and whether the query has a relevant item (and is not masked).
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> descriptors = jnp.array([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+        >>> ap, has_relevant = batch_quantized_ap(descriptors, jnp.array([0, 0, 1]))
+        >>> print(ap.round(4), has_relevant)
+        [1. 1. 0.] [ True  True False]
+
+    References:
+        Revaud et al., "Learning with Average Precision: Training Image Retrieval with a Listwise
+        Loss", ICCV 2019.
+    """
+    low, high = _check_options(num_bins, score_range, tie_aware_form)
+    descriptors = _as_float32_or_wider(_reduce.check_floating(descriptors, "descriptors"))
+    _reduce.check_rank(descriptors, 2, "descriptors", "[batch, dim]")
+    _reduce.check_finite(descriptors, "descriptors")
+    batch_size = descriptors.shape[0]
+    relevance = _reduce.relevance_from_labels(labels, batch_size)
+    # Rows stay sharded like the batch; columns see the whole batch.
+    scores = jnp.einsum("id,jd->ij", descriptors, _reduce.replicated(descriptors))
+    rows = jnp.arange(batch_size)
+    include = rows[:, None] != rows[None, :]
+    if where is not None:
+        where = jnp.asarray(where)
+        if where.shape != (batch_size,) or where.dtype != bool:
+            raise ValueError(f"where must be a bool mask of shape ({batch_size},), got "
+                             f"{where.dtype}{list(where.shape)}")
+        include = include & where[:, None] & _reduce.replicated(where)[None, :]
+    counts, positives = _soft_bin_sums(scores, relevance, include, num_bins, low, high)
+    # Every included item's bin weights sum to 1, so the positives' total is the relevant count (up
+    # to rounding); taking it from there avoids another pass over the batch x batch matrix.
+    num_relevant = jax.lax.stop_gradient(jnp.round(jnp.sum(positives, axis=1)))
+    average_precision = _average_precision_from_bins(
+        counts, positives, num_relevant, tie_aware, tie_aware_form)
+    return average_precision, num_relevant > 0
+
+
+def map_q_loss(
+    descriptors: jax.Array,
+    labels: jax.Array,
+    *,
+    num_bins: int = 20,
+    score_range: tuple[float, float] = (-1.0, 1.0),
+    query_weights: jax.Array | None = None,
+    tie_aware: bool = False,
+    tie_aware_form: str = "full",
+    where: jax.Array | None = None,
+) -> jax.Array:
+    r"""Listwise mAP_Q loss of a batch: one minus the weighted mean AP_Q of its queries.
+
+    .. math::
+        \mathcal{L} = 1 - \frac{\sum_i w_i\, v_i\, \mathrm{AP}_Q(i)}{\sum_i w_i\, v_i}
+
+    with :math:`\mathrm{AP}_Q(i)` from :func:`batch_quantized_ap` (self-match removed, relevance =
+    shared label), :math:`v_i = 1` when query ``i`` has at least one relevant item (and is not
+    masked by ``where``), and weights :math:`w_i` (1 by default; e.g. inverse class frequency for
+    class balancing). Queries without a relevant item are left out of the mean rather than
+    contributing NaN as in the reference; with none left the loss is 0 with gradient 0.
+
+    The forward and backward passes use O(batch^2) memory (the similarity matrix and its gradient);
+    at batch 4,096 they never build the 1.3 GB ``[batch, batch, num_bins]`` tensor. Under ``jax.jit``
+    with the batch sharded over a mesh axis, each device keeps its rows of the similarity matrix.
+
+    Args:
+        descriptors: ``[batch, dim]`` floating, L2-normalised (not renormalised here).
+        labels: integer class ids ``[batch]`` or multi-hot ``[batch, num_classes]``.
+        num_bins, score_range, tie_aware, tie_aware_form: as in :func:`quantized_ap`.
+        query_weights: optional ``[batch]`` non-negative weights.
+        where: optional ``[batch]`` bool; masked examples are neither queries nor items.
+
+    Returns:
+        Scalar loss in [0, 1].
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> descriptors = jnp.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
+        >>> labels = jnp.array([0, 1, 0, 1])
+        >>> print(round(float(map_q_loss(descriptors, labels)), 4))
+        0.6409
+        >>> print(jax.grad(map_q_loss)(descriptors, labels).shape)
+        (4, 2)
+
+    References:
+        Revaud et al., "Learning with Average Precision: Training Image Retrieval with a Listwise
+        Loss", ICCV 2019.
+    """
+    average_precision, has_relevant = batch_quantized_ap(
+        descriptors, labels, num_bins=num_bins, score_range=score_range, tie_aware=tie_aware,
+        tie_aware_form=tie_aware_form, where=where)
+    weights = has_relevant.astype(average_precision.dtype)
+    if query_weights is not None:
+        query_weights = _reduce.check_floating(query_weights, "query_weights")
+        if query_weights.shape != average_precision.shape:
+            raise ValueError(f"query_weights must have shape {average_precision.shape} ([batch]), "
+                             f"got {query_weights.shape}")
+        _reduce.check_finite(query_weights, "query_weights")
+        weights = weights * query_weights
+    return _reduce.weighted_mean(1.0 - average_precision, weights)

@@ -1,0 +1,176 @@
+"""Two real JAX processes on this machine (127.0.0.1, 4 CPU devices each, gloo) against one with 8.
+
+The file is also the worker: ``python tests/test_multihost.py PORT PROCESS_ID OUTPUT.npz`` joins the
+two-process runtime and writes its results; the tests start two workers and compare their results with
+the same computations in the pytest process (one process, 8 fake devices).
+"""
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+NUM_PROCESSES = 2
+DEVICES_PER_PROCESS = 4
+BATCH = 32
+WORKER_TIMEOUT_SECONDS = 90
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy")
+
+
+def _problem():
+    """A deterministic global batch and MLP parameters (numpy, identical in every process)."""
+    generator = np.random.default_rng(0)
+    images = generator.normal(size=(BATCH, 12)).astype(np.float32)
+    labels = generator.integers(0, 3, size=BATCH).astype(np.int32)
+    params = {
+        "w1": (generator.normal(size=(12, 16)) / 3.0).astype(np.float32),
+        "b1": np.zeros(16, np.float32),
+        "w2": (generator.normal(size=(16, 4)) / 4.0).astype(np.float32),
+    }
+    return images, labels, params
+
+
+def _computations(mesh, images, labels, params):
+    """Global results of the multi-host building blocks, as numpy arrays (same in every process)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.experimental import multihost_utils
+
+    from jaxretrieval import sharding
+    from jaxretrieval.multistage import micro_batched_value_and_grad
+
+    def embed(params, images):
+        hidden = jax.nn.relu(images @ params["w1"] + params["b1"])
+        descriptors = hidden @ params["w2"]
+        return descriptors / jnp.linalg.norm(descriptors, axis=-1, keepdims=True)
+
+    def loss(descriptors, labels):
+        key_descriptors, key_labels = jax.sharding.reshard((descriptors, labels), jax.P())
+        similarities = descriptors @ key_descriptors.T
+        self_match = jnp.eye(descriptors.shape[0], dtype=bool)
+        positives = (labels[:, None] == key_labels[None, :]) & ~self_match
+        log_probabilities = jax.nn.log_softmax(jnp.where(self_match, -1e9, similarities / 0.1), axis=-1)
+        per_query = -jnp.sum(jnp.where(positives, log_probabilities, 0.0), 1) / jnp.maximum(positives.sum(1), 1)
+        return jnp.mean(per_query)
+
+    # Each process holds the rows of its devices' slices of the data axis.
+    rows_per_process = BATCH // jax.process_count()
+    local_rows = slice(jax.process_index() * rows_per_process, (jax.process_index() + 1) * rows_per_process)
+    with jax.set_mesh(mesh):
+        batch = sharding.global_batch({"image": images[local_rows], "label": labels[local_rows]}, mesh)
+        replicated_params = jax.device_put(params, sharding.replicated_sharding(mesh))
+        total = jax.jit(lambda x: x.sum())(batch["image"])
+        psum_total = jax.jit(
+            jax.shard_map(
+                lambda x: jax.lax.psum(x.sum(), "data"), mesh=mesh, in_specs=jax.P("data"), out_specs=jax.P()
+            )
+        )(batch["image"])
+        step = jax.jit(micro_batched_value_and_grad(embed, loss, micro_batch_size=16))
+        value, grads = step(replicated_params, batch["image"], batch["label"])
+        gathered_images = multihost_utils.process_allgather(batch["image"], tiled=True)
+    results = {"total": total, "psum_total": psum_total, "value": value, **{f"grad_{k}": v for k, v in grads.items()}}
+    # Replicated global arrays: every process has a full copy on its first device.
+    results = {name: np.asarray(value.addressable_data(0)) for name, value in results.items()}
+    results["gathered_images"] = np.asarray(gathered_images)
+    results["process_count"] = np.asarray(jax.process_count())
+    return results
+
+
+def _worker(port: int, process_id: int, output: str) -> None:
+    from jaxretrieval import sharding
+
+    sharding.initialize_distributed(
+        "on", coordinator_address=f"127.0.0.1:{port}", num_processes=NUM_PROCESSES, process_id=process_id
+    )
+    mesh = sharding.make_mesh([("data", -1)])
+    np.savez(output, **_computations(mesh, *_problem()))
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _worker_environment() -> dict:
+    environment = {
+        name: value for name, value in os.environ.items() if name.lower() not in _PROXY_VARIABLES
+    }
+    environment.update(
+        JAX_PLATFORMS="cpu",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    )
+    return environment
+
+
+def run_processes(commands, *, timeout: float, cwd) -> list[str]:
+    """Runs the commands concurrently; kills all of them if one fails or the time runs out.
+
+    Returns each process's combined output. Raises AssertionError with every output on failure.
+    """
+    processes = [
+        subprocess.Popen(
+            command, cwd=cwd, env=_worker_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        for command in commands
+    ]
+    outputs = [""] * len(processes)
+    try:
+        for position, process in enumerate(processes):
+            outputs[position], _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+        for position, process in enumerate(processes):
+            remaining, _ = process.communicate()
+            outputs[position] += remaining or ""
+    failed = [position for position, process in enumerate(processes) if process.returncode != 0]
+    if failed:
+        report = "\n".join(f"--- process {position} (exit {processes[position].returncode}):\n{outputs[position][-4000:]}"
+                           for position in range(len(processes)))
+        raise AssertionError(f"processes {failed} failed or timed out after {timeout} s\n{report}")
+    return outputs
+
+
+@pytest.mark.slow
+def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
+    import jax
+
+    from jaxretrieval import sharding
+    from jaxretrieval.multistage import micro_batched_value_and_grad  # noqa: F401  (import errors surface here)
+
+    port = _free_port()
+    outputs = [tmp_path / f"process_{process_id}.npz" for process_id in range(NUM_PROCESSES)]
+    run_processes(
+        [
+            [sys.executable, __file__, str(port), str(process_id), str(output)]
+            for process_id, output in enumerate(outputs)
+        ],
+        timeout=WORKER_TIMEOUT_SECONDS,
+        cwd=REPO_ROOT,
+    )
+    images, labels, params = _problem()
+    assert jax.device_count() == NUM_PROCESSES * DEVICES_PER_PROCESS
+    expected = _computations(sharding.make_mesh([("data", -1)]), images, labels, params)
+    assert int(expected["process_count"]) == 1
+    for output in outputs:
+        got = dict(np.load(output))
+        assert int(got.pop("process_count")) == NUM_PROCESSES
+        # The global batch is the processes' rows in process order.
+        np.testing.assert_array_equal(got.pop("gathered_images"), images)
+        np.testing.assert_allclose(got["total"], images.sum(), rtol=1e-5)
+        np.testing.assert_allclose(got["psum_total"], images.sum(), rtol=1e-5)
+        for name, value in got.items():
+            np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+if __name__ == "__main__":
+    _worker(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3])
