@@ -269,10 +269,9 @@ def multilabel_centers(
             )
     positive = labels > 0
     unlabelled = _concrete_or_none(~positive.any(axis=1))
-    if unlabelled is not None:
-        if where is not None:
-            keep = _concrete_or_none(where)
-            unlabelled &= True if keep is None else keep
+    keep = True if where is None else _concrete_or_none(where)
+    if unlabelled is not None and keep is not None:  # checkable only when both are concrete
+        unlabelled = unlabelled & keep
         if unlabelled.any():
             raise ValueError(
                 f"multilabel_centers: labels rows {np.flatnonzero(unlabelled)[:10].tolist()} have no positive "

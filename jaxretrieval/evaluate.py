@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 from absl import app, flags
+from absl import logging as absl_logging
 from flax import nnx
 
 from jaxretrieval import data as data_lib
@@ -117,7 +118,7 @@ def _grid(config, evaluation, query: Encoded, database: Encoded, query_source, d
     )
     shared_label = (query.labels[rows][:, None, :] * database.labels[np.maximum(top, 0)]).sum(-1) > 0
     correct = shared_label & (top >= 0)
-    return query_images, result_images, correct
+    return query_images, result_images, correct, rows
 
 
 def evaluate_run(config, method, eval_graphdef, state, data, mesh, workdir) -> dict[str, float]:
@@ -151,10 +152,16 @@ def evaluate_run(config, method, eval_graphdef, state, data, mesh, workdir) -> d
         out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / "metrics.json").write_text(json.dumps(report, indent=2))
         plots.plot_precision_recall(evaluation.pr_curves, out_dir / "pr_curve.png")
-        query_images, result_images, correct = _grid(
+        query_images, result_images, correct, rows = _grid(
             config, evaluation, query, database, data.query.source, data.database.source
         )
-        plots.plot_retrieval_grid(query_images, result_images, correct, out_dir / "retrieval_grid.png")
+        titles = [
+            "+".join(data.class_names[c] for c in np.flatnonzero(query.labels[row] > 0)) or "(no label)"
+            for row in rows
+        ]
+        plots.plot_retrieval_grid(
+            query_images, result_images, correct, out_dir / "retrieval_grid.png", titles=titles
+        )
         summary = "  ".join(f"{name} {value:.4f}" for name, value in metrics.items())
         print(f"evaluation at step {report['step']} ({report['num_queries']} queries, "
               f"{report['num_database']} database): {summary}", flush=True)
@@ -164,6 +171,7 @@ def evaluate_run(config, method, eval_graphdef, state, data, mesh, workdir) -> d
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    absl_logging.set_verbosity(absl_logging.WARNING)  # Orbax logs every restore step at INFO.
     from jaxretrieval import trainer
 
     workdir = flags.FLAGS.workdir

@@ -16,11 +16,13 @@ Metrics over an explicit ranking (``ranked_indices [num_queries, k]``, database 
 ``-1`` = padding, as ``jaxretrieval.search.hamming_knn`` / ``pq_knn`` return) serve product
 quantization and real-valued descriptors; ``hamming_ranking`` produces such a ranking from codes.
 
-Speed: Hamming distances are small integers, so the database is ordered per query with a counting
-(radix) sort on ``uint8`` distances (numpy's stable sort for 8-bit keys), distances come from packed
-words with XOR + ``jax.lax.population_count`` under ``jax.jit``, and queries are processed in chunks
-on a thread per CPU core. Tie-aware AP, precision within a radius and precision-recall curves need
-only per-query histograms of the distances of all and of relevant items.
+Speed: distances come from packed words with XOR + ``jax.lax.population_count`` under ``jax.jit``.
+Hamming distances are small integers, so each database item gets one unique integer key
+``distance << shift | index << 1 | relevant``: sorting a row of keys is exactly the stable sort by
+``(distance, index)`` and carries relevance along, and for mAP@k a linear-time ``np.partition``
+keeps only the top ``k`` keys to sort. Queries are processed in chunks on a thread per CPU core.
+Tie-aware AP, precision within a radius and precision-recall curves need only per-query histograms
+of the distances of all and of relevant items (no sorting at all).
 
 All functions return Python floats or numpy arrays and never NaN.
 """
@@ -76,7 +78,7 @@ def _code_bits(name: str, codes) -> np.ndarray:
 
 
 def _label_masks(name: str, labels, num_rows: int, num_classes: int | None = None) -> np.ndarray:
-    """Multi-hot labels ``[n, num_classes]`` -> ``[n, words]`` uint64 bit masks (bit c = label c)."""
+    """Multi-hot labels ``[n, num_classes]`` -> ``[n, words]`` uint32 bit masks (positive labels)."""
     array = _as_array(name, labels)
     if array.ndim != 2 or array.shape[0] != num_rows or array.shape[1] == 0:
         raise ValueError(f"{name} must have shape [{num_rows}, num_classes], got {array.shape}")
@@ -84,11 +86,7 @@ def _label_masks(name: str, labels, num_rows: int, num_classes: int | None = Non
         raise ValueError(
             f"{name} has {array.shape[1]} classes but the other labels have {num_classes} (shape {array.shape})"
         )
-    packed = np.packbits(array > 0, axis=1, bitorder="little")
-    words = -(-packed.shape[1] // 8)
-    padded = np.zeros((num_rows, words * 8), dtype=np.uint8)
-    padded[:, : packed.shape[1]] = packed
-    return padded.view("<u8")
+    return _pack_words(array > 0)
 
 
 def _positive_int(name: str, value, *, allow_none: bool = False) -> int | None:
@@ -119,7 +117,7 @@ def _codes_and_labels(query_codes, db_codes, query_labels, db_labels):
 
 
 def _pack_words(bits: np.ndarray) -> np.ndarray:
-    """``[n, num_bits]`` bool -> ``[n, ceil(num_bits / 32)]`` uint32 words (zero padding bits)."""
+    """``[n, width]`` bool -> ``[n, ceil(width / 32)]`` uint32 words, bit ``i % 32`` of word ``i // 32``."""
     packed = np.packbits(bits, axis=1, bitorder="little")
     words = -(-packed.shape[1] // 4)
     padded = np.zeros((bits.shape[0], words * 4), dtype=np.uint8)
@@ -127,36 +125,72 @@ def _pack_words(bits: np.ndarray) -> np.ndarray:
     return padded.view("<u4")
 
 
-@functools.partial(jax.jit, static_argnames="dtype")
-def _distance_block(query_words: jax.Array, db_words: jax.Array, dtype) -> jax.Array:
-    """``[q, words]`` x ``[n, words]`` uint32 -> ``[q, n]`` Hamming distances (XOR + popcount)."""
-    distances = jnp.zeros((query_words.shape[0], db_words.shape[0]), dtype)
-    for word in range(query_words.shape[1]):  # words are few (2 for 64 bits): unrolled, fused
-        xor = query_words[:, word, None] ^ db_words[None, :, word]
-        distances += jax.lax.population_count(xor).astype(dtype)
-    return distances
+@functools.partial(jax.jit, static_argnames=("shift", "with_index"))
+def _ranking_key_block(query_words, db_words, query_label_words, db_label_words, shift, with_index):
+    """``[q, n]`` uint32 keys ``distance << shift | index << 1 | shares a label`` of all pairs of a
+    query block and the database (distance by XOR + popcount of packed words); without the index
+    ``distance << 1 | shares a label`` (histogram bins)."""
+    distances = jnp.zeros((query_words.shape[0], db_words.shape[0]), jnp.uint32)
+    for word in range(query_words.shape[1]):  # few words (2 for 64 bits): unrolled and fused
+        distances += jax.lax.population_count(query_words[:, word, None] ^ db_words[None, :, word])
+    shared = jnp.zeros(distances.shape, jnp.bool_)
+    for word in range(query_label_words.shape[1]):
+        shared |= (query_label_words[:, word, None] & db_label_words[None, :, word]) != 0
+    if not with_index:
+        return (distances << 1) | shared.astype(jnp.uint32)
+    index = jax.lax.broadcasted_iota(jnp.uint32, distances.shape, 1)
+    return (distances << shift) | (index << 1) | shared.astype(jnp.uint32)
 
 
-class _HammingChunks:
-    """Query chunks of an all-pairs Hamming distance matrix, computed with one compiled shape."""
+class _RankingKeys:
+    """Query chunks of all-pairs ranking keys ``distance << shift | index << 1 | relevant`` (uint32).
 
-    def __init__(self, query_bits: np.ndarray, db_bits: np.ndarray):
+    Keys are unique per row, so sorting a row of keys is exactly the stable sort by ``(distance,
+    index)``, and the relevance bit travels with each item (no gather after sorting). Keys are
+    computed under ``jax.jit`` with one compiled shape (the last chunk is padded).
+    """
+
+    def __init__(self, query_bits, db_bits, query_masks=None, db_masks=None):
         self.num_bits = query_bits.shape[1]
         self.num_queries, self.num_database = query_bits.shape[0], db_bits.shape[0]
-        self.dtype = np.uint8 if self.num_bits < 256 else np.uint16  # 8-bit keys sort by radix
+        self.shift = max(1, (self.num_database - 1).bit_length()) + 1
+        if self.shift + self.num_bits.bit_length() > 32:
+            raise ValueError(
+                f"{self.num_database} database items x {self.num_bits} bits exceed 32-bit ranking keys "
+                f"(e.g. 16.7M items at 64 bits): evaluate on a smaller database or rank with jaxretrieval.search"
+            )
         self.chunk = min(1 << max(0, (_CHUNK_ENTRIES // self.num_database).bit_length() - 1), 1024)
         self.chunk = min(self.chunk, 1 << (self.num_queries - 1).bit_length())
-        self.query_words = _pack_words(query_bits)
-        self.db_words = jnp.asarray(_pack_words(db_bits))
+        self.query_words, self.db_words = _pack_words(query_bits), jnp.asarray(_pack_words(db_bits))
+        no_labels = np.zeros((0, 0), np.uint32)
+        self.query_masks = no_labels.reshape(self.num_queries, 0) if query_masks is None else query_masks
+        self.db_masks = jnp.asarray(no_labels.reshape(self.num_database, 0) if db_masks is None else db_masks)
 
     def slices(self) -> list[slice]:
         return [slice(start, min(start + self.chunk, self.num_queries)) for start in range(0, self.num_queries, self.chunk)]
 
-    def distances(self, rows: slice) -> np.ndarray:
-        """``[rows, num_database]`` distances as uint8 (uint16 beyond 255 bits)."""
-        words = np.zeros((self.chunk, self.query_words.shape[1]), np.uint32)  # pad: one compiled shape
-        words[: rows.stop - rows.start] = self.query_words[rows]
-        return np.asarray(_distance_block(jnp.asarray(words), self.db_words, self.dtype))[: rows.stop - rows.start]
+    def keys(self, rows: slice, *, with_index: bool = True) -> np.ndarray:
+        """``[rows, num_database]`` uint32 keys in database order (``distance << 1 | relevant``
+        without the index)."""
+        count = rows.stop - rows.start
+        query_words = np.zeros((self.chunk, self.query_words.shape[1]), np.uint32)
+        query_masks = np.zeros((self.chunk, self.query_masks.shape[1]), np.uint32)
+        query_words[:count], query_masks[:count] = self.query_words[rows], self.query_masks[rows]
+        keys = _ranking_key_block(query_words, self.db_words, query_masks, self.db_masks, self.shift, with_index)
+        return np.asarray(keys)[:count]
+
+    def best(self, rows: slice, top_k: int) -> np.ndarray:
+        """``[rows, top_k]`` sorted keys of the ``top_k`` best database items."""
+        keys = self.keys(rows)
+        if top_k < self.num_database:  # a linear-time selection first: only the top k get sorted
+            keys = np.partition(keys, top_k - 1, axis=1)[:, :top_k]
+        return np.sort(keys, axis=1)
+
+    def distances(self, keys: np.ndarray) -> np.ndarray:
+        return (keys >> self.shift).astype(np.int32)
+
+    def indices(self, keys: np.ndarray) -> np.ndarray:
+        return ((keys >> 1) & ((1 << (self.shift - 1)) - 1)).astype(np.int32)
 
 
 def _map_chunks(function: Callable[[slice], np.ndarray], slices: Sequence[slice]) -> np.ndarray:
@@ -169,61 +203,43 @@ def _map_chunks(function: Callable[[slice], np.ndarray], slices: Sequence[slice]
         return np.concatenate(list(pool.map(function, slices)))
 
 
-class _Relevance:
-    """Relevance (sharing at least one label) of database items to queries.
+def _ranked_relevance(query_masks: np.ndarray, db_masks: np.ndarray, indices: np.ndarray) -> np.ndarray:
+    """``[q, k]`` bool: item ``indices[i, j]`` shares a label with query ``i``; index -1 never does."""
+    shared = (db_masks[indices] & query_masks[:, None, :]).any(axis=-1)
+    return shared & (indices >= 0)
 
-    The database's distinct label sets get small integer ids, so ranked relevance is two gathers
-    from small tables instead of a gather of label masks per ranked item.
-    """
 
-    def __init__(self, query_masks: np.ndarray, db_masks: np.ndarray):
-        self.query_masks = query_masks
-        self.label_sets, set_ids, self.set_sizes = np.unique(db_masks, axis=0, return_inverse=True, return_counts=True)
-        num_sets = self.label_sets.shape[0]
-        # One extra id, the last entry, for index -1 (padding): its table column is never relevant.
-        dtype = np.uint8 if num_sets < 256 else np.uint16 if num_sets < 65536 else np.int32
-        self.set_ids = np.append(set_ids.ravel(), num_sets).astype(dtype)
-
-    def table(self, rows: slice) -> np.ndarray:
-        """``[rows, num_sets + 1]`` bool: query shares a label with the label set."""
-        shares = ((self.query_masks[rows, None, :] & self.label_sets[None, :, :]) != 0).any(axis=-1)
-        return np.pad(shares, ((0, 0), (0, 1)))
-
-    def ranked(self, rows: slice, indices: np.ndarray) -> np.ndarray:
-        """``[rows, k]`` bool relevance of ``indices`` (database indices, -1 = padding)."""
-        table = self.table(rows)
-        offsets = table.shape[1] * np.arange(table.shape[0], dtype=np.int32)[:, None]
-        return table.ravel()[self.set_ids[indices].astype(np.int32) + offsets]
-
-    def counts(self) -> np.ndarray:
-        """``[num_queries]`` int64: relevant items in the whole database for each query."""
-        step = max(1, _CHUNK_ENTRIES // self.label_sets.size)
-        slices = [slice(start, start + step) for start in range(0, self.query_masks.shape[0], step)]
-        return np.concatenate([self.table(rows)[:, :-1] @ self.set_sizes for rows in slices])
+def _num_relevant(query_masks: np.ndarray, db_masks: np.ndarray) -> np.ndarray:
+    """``[q]`` int64: database items sharing a label with each query, per distinct database label set."""
+    label_sets, set_sizes = np.unique(db_masks, axis=0, return_counts=True)
+    step = max(1, _CHUNK_ENTRIES // label_sets.size)
+    return np.concatenate([
+        ((query_masks[start : start + step, None, :] & label_sets[None]) != 0).any(axis=-1) @ set_sizes
+        for start in range(0, query_masks.shape[0], step)
+    ])
 
 
 def _average_precision(relevant: np.ndarray, normaliser: np.ndarray | None = None) -> np.ndarray:
-    """``[q]`` AP of ranked relevance ``[q, k]``: sum of (hits so far / position) over relevant
-    positions, divided by ``normaliser`` (default: relevant items found); 0 where that is 0."""
-    hits = np.cumsum(relevant, axis=1, dtype=np.int32)
-    rows, positions = np.nonzero(relevant)
-    precision_sum = np.bincount(rows, weights=hits[rows, positions] / (positions + 1.0), minlength=relevant.shape[0])
-    normaliser = hits[:, -1] if normaliser is None else normaliser
+    """``[q]`` AP of ranked relevance ``[q, k]``: sum over relevant positions of (rank among the
+    relevant / position), divided by ``normaliser`` (default: relevant items found); 0 where that is 0."""
+    rows, positions = np.divmod(np.flatnonzero(relevant), relevant.shape[1])  # 1-D scan: faster than 2-D
+    found = np.bincount(rows, minlength=relevant.shape[0])
+    rank_among_relevant = np.arange(1, rows.size + 1) - (np.cumsum(found) - found)[rows]
+    precision_sum = np.bincount(rows, weights=rank_among_relevant / (positions + 1.0), minlength=relevant.shape[0])
+    normaliser = found if normaliser is None else normaliser
     return np.where(normaliser > 0, precision_sum / np.maximum(normaliser, 1), 0.0)
 
 
 def _histograms(query_bits, db_bits, query_masks, db_masks) -> tuple[np.ndarray, np.ndarray]:
     """``[num_queries, num_bits + 1]`` counts of all and of relevant database items at each distance."""
-    chunks, relevance = _HammingChunks(query_bits, db_bits), _Relevance(query_masks, db_masks)
+    chunks = _RankingKeys(query_bits, db_bits, query_masks, db_masks)
     num_groups = chunks.num_bits + 1
 
     def count(rows: slice) -> np.ndarray:
-        distances = chunks.distances(rows)
-        relevant = relevance.ranked(rows, np.broadcast_to(np.arange(chunks.num_database), distances.shape))
         # One bincount for both: bin = 2 * (row * num_groups + distance) + relevant.
-        row_offsets = num_groups * np.arange(distances.shape[0], dtype=np.int32)[:, None]
-        bins = 2 * (distances.astype(np.int32) + row_offsets) + relevant
-        return np.bincount(bins.ravel(), minlength=2 * distances.shape[0] * num_groups).reshape(-1, num_groups, 2)
+        bins = chunks.keys(rows, with_index=False).view(np.int32)  # small values: the view is exact
+        bins += 2 * num_groups * np.arange(bins.shape[0], dtype=np.int32)[:, None]
+        return np.bincount(bins.ravel(), minlength=2 * bins.shape[0] * num_groups).reshape(-1, num_groups, 2)
 
     counts = _map_chunks(count, chunks.slices())
     return counts.sum(axis=2), counts[:, :, 1]
@@ -279,7 +295,7 @@ def _tie_aware_average_precision(everything: np.ndarray, relevant: np.ndarray, t
         n, k = np.maximum(n, 0), np.clip(k, 0, np.maximum(n, 0))
         return np.where(valid, log_factorial[n] - log_factorial[k] - log_factorial[n - k], -np.inf)
 
-    x = np.arange(int(taken.max()) + 1)[None, :]
+    x = np.arange(int(np.minimum(size_relevant, taken).max()) + 1)[None, :]  # relevant items above the cut
     size, size_relevant, taken = size[:, None], size_relevant[:, None], taken[:, None]
     probability = np.exp(
         log_choose(size_relevant, x) + log_choose(size - size_relevant, taken - x) - log_choose(size, taken)
@@ -323,12 +339,11 @@ def hamming_ranking(query_codes, db_codes, *, top_k: int | None = None) -> tuple
     if query_bits.shape[1] != db_bits.shape[1]:
         raise ValueError(f"query_codes {query_bits.shape} and db_codes {db_bits.shape} have different numbers of bits")
     top_k = min(_positive_int("top_k", top_k, allow_none=True) or db_bits.shape[0], db_bits.shape[0])
-    chunks = _HammingChunks(query_bits, db_bits)
+    chunks = _RankingKeys(query_bits, db_bits)
 
     def rank(rows: slice) -> np.ndarray:
-        distances = chunks.distances(rows)
-        order = np.argsort(distances, axis=1, kind="stable")[:, :top_k]
-        return np.stack([np.take_along_axis(distances, order, axis=1), order], axis=1).astype(np.int32)
+        keys = chunks.best(rows, top_k)
+        return np.stack([chunks.distances(keys), chunks.indices(keys)], axis=1)
 
     ranked = _map_chunks(rank, chunks.slices())
     return ranked[:, 0], ranked[:, 1]
@@ -398,12 +413,16 @@ def mean_average_precision(
         query_bits, query_masks = query_bits[labelled], query_masks[labelled]
     if tie_aware:
         everything, relevant = _histograms(query_bits, db_bits, query_masks, db_masks)
-        return float(_tie_aware_average_precision(everything, relevant, top_k).mean())
-    chunks, relevance = _HammingChunks(query_bits, db_bits), _Relevance(query_masks, db_masks)
+        # The expectation over a cut tie group takes [queries, k + 1] floats: bounded chunks of queries.
+        step = max(1, _CHUNK_ENTRIES // (8 * (min(top_k, db_bits.shape[0]) + 1)))
+        return float(np.concatenate([
+            _tie_aware_average_precision(everything[start : start + step], relevant[start : start + step], top_k)
+            for start in range(0, everything.shape[0], step)
+        ]).mean())
+    chunks = _RankingKeys(query_bits, db_bits, query_masks, db_masks)
 
     def average_precision(rows: slice) -> np.ndarray:
-        order = np.argsort(chunks.distances(rows), axis=1, kind="stable")[:, :top_k]
-        return _average_precision(relevance.ranked(rows, order))
+        return _average_precision((chunks.best(rows, top_k) & 1).astype(bool))
 
     return float(_map_chunks(average_precision, chunks.slices()).mean())
 
@@ -463,8 +482,7 @@ def ranked_mean_average_precision(
         normaliser = _as_array("num_relevant", num_relevant)
         if normaliser.shape != (indices.shape[0],):
             raise ValueError(f"num_relevant must have shape ({indices.shape[0]},), got {normaliser.shape}")
-    relevant = _Relevance(query_masks, db_masks).ranked(slice(None), indices)
-    return float(_average_precision(relevant, normaliser).mean())
+    return float(_average_precision(_ranked_relevance(query_masks, db_masks, indices), normaliser).mean())
 
 
 def precision_at_k(ranked_indices, query_labels, db_labels, *, k: int) -> float:
@@ -486,8 +504,7 @@ def precision_at_k(ranked_indices, query_labels, db_labels, *, k: int) -> float:
       0.5
     """
     indices, query_masks, db_masks = _ranking_and_labels(ranked_indices, query_labels, db_labels, _positive_int("k", k))
-    relevant = _Relevance(query_masks, db_masks).ranked(slice(None), indices)
-    return float(relevant.sum(axis=1).mean() / indices.shape[1])
+    return float(_ranked_relevance(query_masks, db_masks, indices).sum(axis=1).mean() / indices.shape[1])
 
 
 def recall_at_k(ranked_indices, query_labels, db_labels, *, k: int) -> float:
@@ -510,8 +527,8 @@ def recall_at_k(ranked_indices, query_labels, db_labels, *, k: int) -> float:
       0.5
     """
     indices, query_masks, db_masks = _ranking_and_labels(ranked_indices, query_labels, db_labels, _positive_int("k", k))
-    relevance = _Relevance(query_masks, db_masks)
-    found, total = relevance.ranked(slice(None), indices).sum(axis=1), relevance.counts()
+    found = _ranked_relevance(query_masks, db_masks, indices).sum(axis=1)
+    total = _num_relevant(query_masks, db_masks)
     return float(np.where(total > 0, found / np.maximum(total, 1), 0.0).mean())
 
 

@@ -9,11 +9,11 @@ SIGTERM saves a checkpoint and exits with status 143; starting the same command 
 """
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
 from absl import app, flags
+from absl import logging as absl_logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file: configs/<name>.py[:arg].", lock_config=True)
@@ -39,7 +39,8 @@ def main(argv: Sequence[str]) -> None:
         num_processes=_NUM_PROCESSES.value,
         process_id=_PROCESS_ID.value,
     )
-    logging.getLogger("jaxretrieval").setLevel(logging.INFO)
+    # Orbax and grain log every checkpoint operation at INFO; the trainer prints what users need.
+    absl_logging.set_verbosity(absl_logging.WARNING)
     from jaxretrieval import trainer
 
     result = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import logging
 import math
 import pathlib
 import signal
@@ -55,8 +54,6 @@ __all__ = [
     "restore_trained_model",
     "train_and_evaluate",
 ]
-
-_logger = logging.getLogger(__name__)
 
 METRICS_FILENAME = "metrics.jsonl"
 SUMMARY_FILENAME = "summary.json"
@@ -197,6 +194,10 @@ def build_optimizer(
 # State
 
 
+def _root_key(config) -> jax.Array:
+    return jax.random.key(config.seed, impl=config.rng_impl)
+
+
 def _model_rngs(key: jax.Array) -> nnx.Rngs:
     params_key, dropout_key = jax.random.split(key)
     return nnx.Rngs(params=params_key, dropout=dropout_key)
@@ -216,7 +217,8 @@ def _replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     def place(value):
         if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
             data = np.asarray(jax.random.key_data(value))
-            return jax.random.wrap_key_data(jax.make_array_from_process_local_data(replicated, data))
+            placed = jax.make_array_from_process_local_data(replicated, data)
+            return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(value))
         return jax.make_array_from_process_local_data(replicated, np.asarray(value))
 
     return jax.tree.map(place, tree)
@@ -243,7 +245,7 @@ def _graphdefs(model_config, key):
 
 
 def _initial_state(config, method, *, num_classes, mesh, steps_per_epoch, total_steps) -> _Setup:
-    root_key = jax.random.key(config.seed)
+    root_key = _root_key(config)
     model_key, extras_key = jax.random.split(root_key)
     model_config = _scratch_model_config(config)
     train_graphdef, eval_graphdef = _graphdefs(model_config, model_key)
@@ -329,7 +331,7 @@ def make_train_step(config, method, setup: _Setup) -> Callable[[TrainState, dict
         _, metrics, model_state, grads = value_and_grad(state, batch, loss_key, dropout_key)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=optax.global_norm(grads))
+        metrics = dict(metrics, learning_rate=schedule(state.step), grad_norm=optax.tree.norm(grads))
         new_state = state.replace(
             step=state.step + 1, params=params, model_state=model_state, opt_state=opt_state
         )
@@ -361,13 +363,21 @@ def _import_tensorboardx():
 
 
 class MetricWriter:
-    """JSON lines (``metrics.jsonl``) and TensorBoard events; silent on every process but 0."""
+    """JSON lines (``metrics.jsonl``) and TensorBoard events; silent on every process but 0.
 
-    def __init__(self, workdir: pathlib.Path, *, enabled: bool):
+    A resumed run starts at ``start_step``: records of later steps (written before the interruption,
+    and about to be recomputed) are dropped from ``metrics.jsonl`` so each step appears once.
+    """
+
+    def __init__(self, workdir: pathlib.Path, *, enabled: bool, start_step: int = 0):
         self.enabled = enabled
         self._jsonl = None
         self._tensorboard = None
         if enabled:
+            path = workdir / METRICS_FILENAME
+            if path.exists():
+                kept = [line for line in path.read_text().splitlines() if _record_step(line) <= start_step]
+                path.write_text("".join(line + "\n" for line in kept))
             tensorboardX = _import_tensorboardx()
 
             self._jsonl = open(workdir / METRICS_FILENAME, "a")
@@ -387,6 +397,13 @@ class MetricWriter:
         if self.enabled:
             self._jsonl.close()
             self._tensorboard.close()
+
+
+def _record_step(line: str) -> int:
+    try:
+        return int(json.loads(line)["step"])
+    except (ValueError, KeyError, TypeError):  # A line cut short by a kill: drop it.
+        return 1 << 62
 
 
 class _Progress:
@@ -453,10 +470,16 @@ class _PreemptionSignal:
         if self._previous is not None:
             signal.signal(signal.SIGTERM, self._previous)
 
-    def agreed(self) -> bool:
-        """True when any process got the signal (every process must stop at the same step)."""
+    def should_stop(self, step: int, check_every_steps: int) -> bool:
+        """True when any process got the signal; every process must stop at the same step.
+
+        One process checks its flag every step; several agree by an all-gather, which costs a
+        synchronisation, every ``check_every_steps`` steps.
+        """
         if jax.process_count() == 1:
             return self.received
+        if step % check_every_steps:
+            return False
         from jax.experimental import multihost_utils
 
         flags = multihost_utils.process_allgather(np.asarray(self.received, np.int32))
@@ -473,21 +496,27 @@ def _total_steps(config, steps_per_epoch: int) -> int:
     return max(1, math.ceil(config.num_epochs * steps_per_epoch))
 
 
+def _announce(message: str) -> None:
+    """A line for the user, printed by process 0 only."""
+    if sharding.is_main_process():
+        print(message, flush=True)
+
+
 def _restore(config, checkpoints, state, data_iterator):
     """Auto-resume order: this workdir, ``resume_from``, ``init_checkpoint`` (model only), scratch."""
     abstract = checkpoint_lib.abstract_like(state)
     if checkpoints.latest_step() is not None:
-        _logger.info("resuming from %s step %d", checkpoints.directory, checkpoints.latest_step())
+        _announce(f"resuming from {checkpoints.directory} step {checkpoints.latest_step()}")
         return checkpoints.restore(abstract, data_iterator)
     if config.resume_from:
         source = checkpoint_lib.Checkpoints(checkpoint_lib.checkpoint_directory(config.resume_from), read_only=True)
-        _logger.info("resuming from config.resume_from=%s step %s", source.directory, source.latest_step())
+        _announce(f"resuming from config.resume_from={source.directory} step {source.latest_step()}")
         return source.restore(abstract, data_iterator)
     if config.init_checkpoint:
         source = checkpoint_lib.Checkpoints(
             checkpoint_lib.checkpoint_directory(config.init_checkpoint), read_only=True
         )
-        _logger.info("initialising the model from config.init_checkpoint=%s", source.directory)
+        _announce(f"initialising the model from config.init_checkpoint={source.directory}")
         model_part = source.restore_subtree({"params": abstract.params, "model_state": abstract.model_state})
         return state.replace(params=model_part["params"], model_state=model_part["model_state"])
     return state
@@ -577,9 +606,9 @@ def _finalize(config, method, setup, state, data, mesh) -> TrainState:
 def _train_loop(config, method, setup, state, batches: Iterator, checkpoints, mesh, workdir, total_steps):
     is_main = sharding.is_main_process()
     train_step = jax.jit(make_train_step(config, method, setup), donate_argnums=(0,))
-    base_key = _replicate(jax.random.key_data(jax.random.fold_in(jax.random.key(config.seed), 1)), mesh)
+    base_key = _replicate(jax.random.fold_in(_root_key(config), 1), mesh)
     step = int(jax.device_get(state.step))
-    writer = MetricWriter(workdir, enabled=is_main)
+    writer = MetricWriter(workdir, enabled=is_main, start_step=step)
     progress = _Progress(initial=step, total=total_steps, enabled=is_main)
     accumulated: dict[str, list[float]] = {}
     window_start, window_steps = time.perf_counter(), 0
@@ -608,19 +637,18 @@ def _train_loop(config, method, setup, state, batches: Iterator, checkpoints, me
         with _PreemptionSignal() as preemption:
             while step < total_steps:
                 batch = sharding.global_batch(next(batches), mesh)
-                state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]},
-                                            jax.random.wrap_key_data(base_key))
+                state, metrics = train_step(state, {"image": batch["image"], "label": batch["label"]}, base_key)
                 step += 1
                 if pending is not None:
                     consume(*pending)
                 pending = (step, metrics)
                 if step % config.checkpoint_every_steps == 0 and step < total_steps:
                     checkpoints.save(step, state, batches)
-                if step % config.log_every_steps == 0 and preemption.agreed():
+                if preemption.should_stop(step, config.log_every_steps):
                     consume(*pending)
                     pending = None
                     checkpoints.save(step, state, batches)
-                    print(f"SIGTERM: stopped at step {step}; checkpoint saved in {checkpoints.directory}", flush=True)
+                    _announce(f"SIGTERM: stopped at step {step}; checkpoint saved in {checkpoints.directory}")
                     preempted = True
                     break
             if pending is not None:

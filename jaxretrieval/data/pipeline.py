@@ -6,8 +6,8 @@ Both pipelines address the data by *global* batch: global batch ``b`` of an epoc
 ``L = G // shard_count``. The hosts therefore see disjoint examples that together make up each global
 batch, and ``jax.make_array_from_process_local_data`` puts them back together in order.
 
-Training order is a per-epoch permutation drawn by grain's index shuffle from ``seed`` and the epoch
-number (so every epoch differs and nothing depends on the number of hosts or workers); the last
+Training order is a per-epoch permutation drawn by numpy's generator seeded with ``(seed, epoch)``
+(so every epoch differs and nothing depends on the number of hosts or workers); the last
 incomplete global batch of each epoch is dropped. The iterator's ``get_state()`` is just a position,
 so restoring it resumes with exactly the next examples, mid-epoch included.
 
@@ -19,20 +19,19 @@ shapes and the number of steps stay the same on every host); evaluation keeps it
 from __future__ import annotations
 
 import dataclasses
-import logging
 
 import grain
+import jax
 import numpy as np
 
 from jaxretrieval.data.report import LoadReport, UnreadableExampleError
-
-logger = logging.getLogger(__name__)
 
 # Training gives up (with an error) after this many unreadable images in a row: the data set is broken.
 MAX_CONSECUTIVE_UNREADABLE = 64
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: fields hold arrays, whose == is elementwise; identity is the only meaningful equality.
+@dataclasses.dataclass(frozen=True, eq=False)
 class Subset:
     """A subset of a data source: ``source[indices[i]]`` is its ``i``-th example."""
 
@@ -51,8 +50,6 @@ class Subset:
 
 def _resolve_shard(shard_index: int | None, shard_count: int | None) -> tuple[int, int]:
     if shard_index is None or shard_count is None:
-        import jax
-
         shard_index = jax.process_index() if shard_index is None else shard_index
         shard_count = jax.process_count() if shard_count is None else shard_count
     if not 0 <= shard_index < shard_count:
@@ -101,21 +98,29 @@ class _TrainExampleReader:
         self.source = subset.source
         self.indices = subset.indices
         self.num_examples = len(subset.indices)
-        # grain's index shuffle: position -> permutation of the epoch (epoch = position // length).
-        self.order = grain.MapDataset.range(self.num_examples).shuffle(seed=seed)
+        self.seed = seed
+        self._epoch_order: tuple[int, np.ndarray] = (-1, np.zeros(0, np.int64))
         self.global_batch_size = global_batch_size
         self.local_batch_size = local_batch_size
         self.shard_index = shard_index
         self.host_examples_per_epoch = (self.num_examples // global_batch_size) * local_batch_size
         self.report = _report_of(subset.source)
 
+    def epoch_order(self, epoch: int) -> np.ndarray:
+        """The permutation of subset positions for ``epoch`` (drawn once per epoch and process)."""
+        cached_epoch, order = self._epoch_order
+        if cached_epoch != epoch:
+            order = np.random.default_rng((self.seed, epoch)).permutation(self.num_examples)
+            self._epoch_order = (epoch, order)  # one tuple: threads see the old or the new pair
+        return order
+
     def __call__(self, host_position: int, _unused) -> dict:
         epoch, offset = divmod(host_position, self.host_examples_per_epoch)
         step, slot = divmod(offset, self.local_batch_size)
         position = step * self.global_batch_size + self.shard_index * self.local_batch_size + slot
+        order = self.epoch_order(epoch)
         for attempt in range(min(MAX_CONSECUTIVE_UNREADABLE, self.num_examples)):
-            position_in_epoch = (position + attempt) % self.num_examples
-            subset_index = self.order[epoch * self.num_examples + position_in_epoch] % self.num_examples
+            subset_index = order[(position + attempt) % self.num_examples]
             try:
                 return self.source[int(self.indices[subset_index])]
             except UnreadableExampleError as error:
@@ -187,8 +192,8 @@ class _EvalExampleReader:
         self.local_batch_size = local_batch_size
         self.shard_index = shard_index
         self.report = _report_of(subset.source)
-        if hasattr(subset.source, "image_shape") and hasattr(subset.source, "labels"):
-            image_shape, num_classes = tuple(subset.source.image_shape), subset.source.labels.shape[1]
+        if hasattr(subset.source, "image_shape") and hasattr(subset.source, "class_names"):
+            image_shape, num_classes = tuple(subset.source.image_shape), len(subset.source.class_names)
         else:
             first = subset.source[int(subset.indices[0])]
             image_shape, num_classes = first["image"].shape, first["label"].shape[0]

@@ -17,7 +17,8 @@ AUTO_CACHE_MAX_BYTES = 2 * 1024**3
 LOAD_REPORT_FILE_NAME = "load_report.jsonl"
 
 
-@dataclasses.dataclass(frozen=True)
+# eq=False: fields hold arrays, whose == is elementwise; identity is the only meaningful equality.
+@dataclasses.dataclass(frozen=True, eq=False)
 class RetrievalData:
     """The subsets of a retrieval protocol over one pool source, and what the model needs to know."""
 

@@ -15,6 +15,7 @@ catches it, records it and carries on, so bad files neither crash a run nor vani
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import os
 from collections.abc import Sequence
 
@@ -417,12 +418,16 @@ class ConcatSource:
         self.parts = tuple(parts)
         self.offsets = np.cumsum([0] + [len(part) for part in parts])
         self.partition = np.repeat(np.arange(len(parts), dtype=np.int8), np.diff(self.offsets))
-        self.labels = np.concatenate([part.labels for part in parts])
         self.class_names = tuple(first.class_names)
         self.image_shape = tuple(first.image_shape)
         self.report = first.report
         part_paths = [getattr(part, "paths", None) for part in parts]
         self.paths = None if any(paths is None for paths in part_paths) else sum(part_paths, ())
+
+    @functools.cached_property
+    def labels(self) -> np.ndarray:
+        # On demand: a TFDS part reads every record to learn its labels.
+        return np.concatenate([part.labels for part in self.parts])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -448,6 +453,8 @@ def cache_in_memory(source, *, num_threads: int | None = None) -> ArraySource:
     """
     num_examples = len(source)
     images = np.zeros((num_examples, *source.image_shape), np.uint8)
+    # Labels come with the decoded examples: one pass over the data, also for TFDS.
+    labels = np.zeros((num_examples, len(source.class_names)), np.uint8)
     unreadable: dict[int, tuple[str, str]] = {}
     report = getattr(source, "report", None)
     report = LoadReport() if report is None else report
@@ -455,7 +462,8 @@ def cache_in_memory(source, *, num_threads: int | None = None) -> ArraySource:
     def decode_range(start: int) -> None:
         for index in range(start, min(start + 256, num_examples)):
             try:
-                images[index] = source[index]["image"]
+                example = source[index]
+                images[index], labels[index] = example["image"], example["label"]
             except UnreadableExampleError as error:
                 unreadable[index] = (error.path, error.reason)
                 report.add(error.path, error.reason)
@@ -465,9 +473,11 @@ def cache_in_memory(source, *, num_threads: int | None = None) -> ArraySource:
         list(executor.map(decode_range, range(0, num_examples, 256)))
     if num_examples and len(unreadable) == num_examples:
         raise ValueError(f"none of the {num_examples} images of {source!r} could be read; first: {unreadable[0]}")
+    if unreadable:
+        labels[list(unreadable)] = source.labels[list(unreadable)]
     return ArraySource(
         images,
-        source.labels,
+        labels,
         class_names=source.class_names,
         paths=getattr(source, "paths", None),
         unreadable=unreadable,

@@ -9,11 +9,11 @@ Example (CSQ on a toy batch)::
 
     >>> import jax, jax.numpy as jnp
     >>> from jaxretrieval import losses
-    >>> logits = jax.random.normal(jax.random.key(0), (4, 8))
-    >>> centers = jnp.where(jax.random.bernoulli(jax.random.key(1), shape=(4, 8)), 1, -1)
+    >>> logits = jnp.array([[0.3, -1.2, 2.0, 0.1], [-0.5, 0.8, -1.1, 1.4]])
+    >>> centers = jnp.array([[1, -1, 1, 1], [-1, 1, -1, 1]])
     >>> loss, grads = jax.value_and_grad(lambda u: losses.csq_loss(u, centers).mean())(logits)
     >>> grads.shape
-    (4, 8)
+    (2, 4)
 """
 from jaxretrieval.losses._baselines import pairwise_likelihood_loss, triplet_margin_loss
 from jaxretrieval.losses._csq import csq_loss

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxretrieval.losses import _reduce
 
@@ -43,8 +44,8 @@ def csq_loss(
         centers: ``[batch, num_bits]`` per-example target centers in {-1, +1} (any numeric dtype).
         quantization_weight: :math:`\lambda` (0.05 in the official README runs, 1e-4 in DeepHash).
         quantization: ``"squared"`` or ``"log_cosh"``.
-        where: optional bool mask broadcastable to ``[batch, num_bits]`` (e.g. ``[batch, 1]`` to mask
-            examples); each example averages over its unmasked bits, and is 0 when all are masked.
+        where: optional bool mask ``[batch, num_bits]``, or ``[batch, 1]`` to mask whole examples;
+            each example averages over its unmasked bits, and is 0 when all are masked.
 
     Returns:
         ``[batch]`` per-example losses.
@@ -68,6 +69,9 @@ def csq_loss(
     _reduce.check_same_shape([("logits", logits), ("centers", centers)])
     _reduce.check_finite(logits, "logits")
     _reduce.check_finite(centers, "centers")
+    if where is not None and np.ndim(where) != 2:
+        raise ValueError(f"where must have shape [batch, num_bits] or [batch, 1] to mask examples, "
+                         f"got shape {np.shape(where)}")
     targets = (centers.astype(logits.dtype) + 1.0) / 2.0
     central = jax.nn.softplus(2.0 * logits) - 2.0 * logits * targets
     magnitude_gap = jnp.abs(jnp.tanh(logits)) - 1.0

@@ -35,7 +35,7 @@ def _bin_centre(k, num_bins, low, high):
     return high - k * ((high - low) / (num_bins - 1))
 
 
-# Both passes loop over bins with ``fori_loop`` and compare the scores with per-bin scalars only:
+# Both passes loop over bins (``lax.map`` / ``fori_loop``) and compare the scores with per-bin scalars only:
 # then no batch x batch intermediate is loop-invariant (XLA would hoist it and keep it alive), and only
 # one bin's weights exist at a time.
 
@@ -43,20 +43,18 @@ def _bin_centre(k, num_bins, low, high):
 def _bin_sums_forward(scores, relevance, include, num_bins, low, high):
     bin_width = (high - low) / (num_bins - 1)
 
-    def add_bin(k, sums):
-        counts, positives = sums
+    def bin_sums(k):
         # The triangle is the smaller of a rising and a falling line; the edge bins have no falling
         # (bin 0) or rising (last bin) side, which makes them saturate outside [low, high].
         rising_zero = jnp.where(k == num_bins - 1, -jnp.inf, _bin_centre(k + 1, num_bins, low, high))
         falling_zero = jnp.where(k == 0, jnp.inf, _bin_centre(k - 1, num_bins, low, high))
         weight = jnp.clip(jnp.minimum(scores - rising_zero, falling_zero - scores) / bin_width, 0.0, 1.0)
         weight = jnp.where(include, weight, 0.0)
-        counts = counts.at[:, k].set(jnp.sum(weight, axis=1))
-        positives = positives.at[:, k].set(jnp.sum(jnp.where(relevance != 0, weight, 0.0), axis=1))
-        return counts, positives
+        return jnp.sum(weight, axis=1), jnp.sum(jnp.where(relevance != 0, weight, 0.0), axis=1)
 
-    zeros = jnp.zeros(scores.shape[:1] + (num_bins,), scores.dtype)
-    sums = jax.lax.fori_loop(0, num_bins, add_bin, (zeros, zeros))
+    # lax.map runs the bins one after another; its outputs are [num_bins, queries].
+    counts, positives = jax.lax.map(bin_sums, jnp.arange(num_bins))
+    sums = (counts.T, positives.T)
     return sums, (scores, relevance, include)
 
 
@@ -298,10 +296,9 @@ def map_q_loss(
         >>> import jax, jax.numpy as jnp
         >>> descriptors = jnp.array([[1.0, 0.0], [0.8, 0.6], [0.6, 0.8], [0.0, 1.0]])
         >>> labels = jnp.array([0, 1, 0, 1])
-        >>> print(round(float(map_q_loss(descriptors, labels)), 4))
-        0.6409
-        >>> print(jax.grad(map_q_loss)(descriptors, labels).shape)
-        (4, 2)
+        >>> loss, grads = jax.jit(jax.value_and_grad(map_q_loss))(descriptors, labels)
+        >>> print(round(float(loss), 4), grads.shape)
+        0.6409 (4, 2)
 
     References:
         Revaud et al., "Learning with Average Precision: Training Image Retrieval with a Listwise

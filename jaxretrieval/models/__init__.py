@@ -1,19 +1,22 @@
 """Flax NNX retrieval models: a backbone and a head, built from ``config.model``.
 
->>> import numpy as np, ml_collections
+>>> import jax, ml_collections
 >>> from flax import nnx
 >>> config = ml_collections.ConfigDict(
 ...     {"backbone": "small_cnn", "head": "hash", "num_bits": 16, "hidden_dim": 32, "width": 8})
->>> model = build_model(config, rngs=nnx.Rngs(params=0, dropout=1))
->>> model.eval()
->>> model(np.zeros((2, 8, 8, 1), np.float32)).shape
+>>> model = build_model(config, rngs=nnx.Rngs(params=0, dropout=1))  # doctest: +SKIP
+>>> # Shapes without computing anything: an abstract model and an abstract forward pass.
+>>> model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(params=0, dropout=1)))
+>>> graphdef, state = nnx.split(model)
+>>> images = jax.ShapeDtypeStruct((2, 8, 8, 1), "float32")
+>>> jax.eval_shape(lambda state, images: nnx.merge(graphdef, state)(images), state, images).shape
 (2, 16)
 
 Conventions (the trainer relies on them):
 
 - Input images float32 ``[batch, height, width, channels]`` (NHWC). A model built for 3 channels also
   takes 1-channel (grayscale) images and repeats the channel, so the bundled 8x8x1 digits work with
-  every backbone; ``model.in_channels = 1`` is available for grayscale-only models.
+  every backbone; ``config.model.in_channels = 1`` builds a grayscale-only model.
 - Output: one float32 array (see ``heads``): hash -> pre-tanh logits ``[batch, num_bits]``; pq ->
   descriptor ``[batch, M * L]`` (``model.head.codebooks`` ``[M, K, L]``); ap -> L2-normalised
   descriptor ``[batch, descriptor_dim]`` (whitened in eval mode once ``model.head.fit_whitening`` ran).
@@ -27,6 +30,7 @@ Conventions (the trainer relies on them):
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import jax.numpy as jnp
@@ -71,14 +75,29 @@ def _get(config, key: str, default=_REQUIRED):
     return default
 
 
+def _positive_int(config, key: str, default=_REQUIRED, *, allow_zero: bool = False) -> int:
+    value = _get(config, key, default)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < (0 if allow_zero else 1):
+        raise ValueError(f"config.model.{key} must be an integer >= {0 if allow_zero else 1}, got {value!r}")
+    return int(value)
+
+
+def _dropout_rate(config) -> float:
+    rate = _get(config, "dropout", 0.5)
+    if not 0.0 <= rate < 1.0:
+        raise ValueError(f"config.model.dropout must be in [0, 1), got {rate!r}")
+    return float(rate)
+
+
 def build_model(model_config, *, rngs: nnx.Rngs) -> RetrievalModel:
     """Build the model described by ``config.model`` (an ml_collections ConfigDict or a dict).
 
     Keys: ``backbone`` (one of ``BACKBONES``), ``head`` (one of ``HEADS``); hash: ``num_bits``,
     ``hidden_dim`` (1024), ``dropout`` (0.5); pq: ``pq_num_books``, ``pq_num_words``, ``pq_word_dim``,
     ``pq_hidden_dim`` (512: SPQ's Linear(512, 512) + ReLU; 0 = none); ap: ``descriptor_dim``,
-    ``gem_p`` (3.0); all: ``width`` (base number of features; default small_cnn 32, ResNets 64 as
-    published), ``in_channels`` (3),
+    ``gem_p`` (3.0); all: ``width`` (small_cnn's base number of features, 32; the ResNets always
+    have their published widths, thin ones come from ``backbones.build_backbone(..., width=...)``),
+    ``in_channels`` (3),
     ``dtype`` ("float32" | "bfloat16", the compute dtype; parameters stay float32),
     ``pretrained_path`` ("" = from scratch; else converted torchvision weights loaded into the backbone,
     see ``load_pretrained``; when building under ``jax.jit`` / ``nnx.eval_shape``, leave it empty and
@@ -95,34 +114,34 @@ def build_model(model_config, *, rngs: nnx.Rngs) -> RetrievalModel:
     if dtype_name not in _DTYPES:
         raise ValueError(f"unknown model.dtype {dtype_name!r}; choose one of {', '.join(_DTYPES)}")
     dtype = _DTYPES[dtype_name]
-    in_channels = int(_get(model_config, "in_channels", 3))
+    in_channels = _positive_int(model_config, "in_channels", 3)
 
-    backbone = build_backbone(
-        backbone_name, in_channels=in_channels, width=_get(model_config, "width", None), dtype=dtype, rngs=rngs
-    )
+    # The ResNets keep their published widths (pretrained weights fit them); ``width`` is small_cnn's.
+    width = _get(model_config, "width", None) if backbone_name == "small_cnn" else None
+    backbone = build_backbone(backbone_name, in_channels=in_channels, width=width, dtype=dtype, rngs=rngs)
     if head_name == "hash":
         head = HashHead(
             backbone.num_features,
-            int(_get(model_config, "num_bits")),
-            hidden_dim=int(_get(model_config, "hidden_dim", 1024)),
-            dropout=float(_get(model_config, "dropout", 0.5)),
+            _positive_int(model_config, "num_bits"),
+            hidden_dim=_positive_int(model_config, "hidden_dim", 1024),
+            dropout=_dropout_rate(model_config),
             dtype=dtype,
             rngs=rngs,
         )
     elif head_name == "pq":
         head = PQHead(
             backbone.num_features,
-            num_books=int(_get(model_config, "pq_num_books")),
-            num_words=int(_get(model_config, "pq_num_words")),
-            word_dim=int(_get(model_config, "pq_word_dim")),
-            hidden_dim=int(_get(model_config, "pq_hidden_dim", 512)),
+            num_books=_positive_int(model_config, "pq_num_books"),
+            num_words=_positive_int(model_config, "pq_num_words"),
+            word_dim=_positive_int(model_config, "pq_word_dim"),
+            hidden_dim=_positive_int(model_config, "pq_hidden_dim", 512, allow_zero=True),
             dtype=dtype,
             rngs=rngs,
         )
     else:
         head = APHead(
             backbone.num_features,
-            int(_get(model_config, "descriptor_dim")),
+            _positive_int(model_config, "descriptor_dim"),
             gem_p=float(_get(model_config, "gem_p", 3.0)),
             dtype=dtype,
             rngs=rngs,

@@ -180,10 +180,15 @@ class ResNet(nnx.Module):
             setattr(self, f"layer{stage + 1}", nnx.List(blocks))
         self.num_features = in_features
 
-    def __call__(self, images: jax.Array) -> jax.Array:
+    def stem(self, images: jax.Array) -> jax.Array:
+        """conv1 - bn1 - ReLU (- max-pool for the ImageNet stem): the input of ``layer1``."""
         x = jax.nn.relu(self.bn1(self.conv1(images)))
         if not self.cifar_stem:
             x = nnx.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        return x
+
+    def __call__(self, images: jax.Array) -> jax.Array:
+        x = self.stem(images)
         for stage in (self.layer1, self.layer2, self.layer3, self.layer4):
             for block in stage:
                 x = block(x)

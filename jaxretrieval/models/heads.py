@@ -143,7 +143,7 @@ class APHead(nnx.Module):
 
     def __call__(self, feature_maps: jax.Array) -> jax.Array:
         pooled = generalized_mean_pool(feature_maps, self.gem_p[...])
-        descriptors = l2_normalize(self.fc(pooled.astype(self.fc.kernel.dtype)).astype(jnp.float32))
+        descriptors = l2_normalize(self.fc(pooled).astype(jnp.float32))
         if not self.deterministic:
             return descriptors
         centered = descriptors - self.whitening_mean[...]

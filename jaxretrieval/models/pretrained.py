@@ -26,7 +26,7 @@ def path_key(path: tuple) -> str:
 
 def flat_weights(module: nnx.Module) -> dict[str, np.ndarray]:
     """The module's parameters and BatchNorm statistics as ``{path_key: numpy array}``."""
-    state = nnx.state(module, nnx.Param, nnx.BatchStat)
+    state = nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat))
     return {path_key(path): np.asarray(variable[...]) for path, variable in nnx.to_flat_state(state)}
 
 
@@ -68,7 +68,7 @@ def load_pretrained(module: nnx.Module, path: str | os.PathLike) -> None:
     weights = read_weights(path)
     if isinstance(module, RetrievalModel):
         module = module.backbone
-    state = nnx.state(module, nnx.Param, nnx.BatchStat)
+    state = nnx.state(module, nnx.Any(nnx.Param, nnx.BatchStat))
     flat_state = dict(nnx.to_flat_state(state))
     expected = {path_key(state_path): state_path for state_path in flat_state}
     missing = sorted(set(expected) - set(weights))

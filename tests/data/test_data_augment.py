@@ -10,7 +10,7 @@ from jaxretrieval.data import augment
 
 RNG = np.random.default_rng(0)
 COLOR_BATCH = RNG.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
-hashing_view = jax.jit(augment.hashing_train_view, static_argnames=("crop_padding", "flip"))
+hashing_view = jax.jit(augment.hashing_train_view)
 spq_views = jax.jit(augment.spq_views)
 # The private transforms take their uniform draws explicitly, so each effect can be set up exactly.
 # Jitted once each (every test uses the same shapes): eager calls would re-compile their loops.
@@ -38,25 +38,28 @@ def test_hashing_view_shape_range_and_determinism():
         augment.hashing_train_view(key, COLOR_BATCH[0])
 
 
-def test_hashing_flip_only_flips_some_samples_each_independently():
+def test_flip_mirrors_left_right_below_its_probability():
+    image = jnp.asarray(COLOR_BATCH[0] / 255.0, jnp.float32)
+    np.testing.assert_array_equal(augment._flip(jnp.float32(0.49), image), image[:, ::-1])
+    np.testing.assert_array_equal(augment._flip(jnp.float32(0.51), image), image)
+
+
+def test_padded_crop_takes_the_window_the_draws_select():
+    image = jnp.asarray(COLOR_BATCH[0] / 255.0, jnp.float32)
+    padded = np.pad(np.asarray(image), ((2, 2), (2, 2), (0, 0)))
+    for draws, (top, left) in [((0.0, 0.0), (0, 0)), ((0.99, 0.5), (4, 2)), ((0.3, 0.9), (1, 4))]:
+        window = augment._padded_crop(jnp.asarray(draws, jnp.float32), image, 2)
+        np.testing.assert_array_equal(window, padded[top : top + 8, left : left + 8])
+
+
+def test_hashing_view_is_a_window_of_the_padded_image_or_its_mirror_per_sample():
     same_image = np.repeat(COLOR_BATCH[:1], 6, axis=0)
-    views = np.asarray(hashing_view(jax.random.key(2), same_image, crop_padding=0, flip=True))
-    original = same_image[0] / 255.0
-    flipped = [np.allclose(view, original[:, ::-1]) for view in views]
-    kept = [np.allclose(view, original) for view in views]
-    assert all(f != k for f, k in zip(flipped, kept))  # each is exactly one of the two
-    assert any(flipped) and any(kept)  # per-sample draws: the same image gets different flips
-
-
-def test_hashing_crop_is_a_shifted_window_of_the_zero_padded_image():
-    views = np.asarray(hashing_view(jax.random.key(3), COLOR_BATCH, crop_padding=2, flip=False))
-    shifted = 0
-    for image, view in zip(COLOR_BATCH / 255.0, views):
-        padded = np.pad(image, ((2, 2), (2, 2), (0, 0)))
-        offsets = [(top, left) for top in range(5) for left in range(5) if np.allclose(padded[top : top + 8, left : left + 8], view)]
-        assert offsets, "the view is not a window of the padded image"
-        shifted += offsets[0] != (2, 2)
-    assert shifted > 0
+    views = np.asarray(hashing_view(jax.random.key(3), same_image))
+    padded = np.pad(same_image[0] / 255.0, ((4, 4), (4, 4), (0, 0)))
+    windows = [padded[top : top + 8, left : left + 8] for top in range(9) for left in range(9)]
+    for view in views:
+        assert any(np.allclose(view, window) or np.allclose(view[:, ::-1], window) for window in windows)
+    assert len({view.tobytes() for view in views}) > 1  # one key per sample: the same image varies
 
 
 @pytest.mark.parametrize("channels", [3, 1])

@@ -73,6 +73,13 @@ def test_two_hosts_see_disjoint_halves_of_every_global_batch(global_batch_size):
     assert covered == list(range(5, 29))
 
 
+def test_shards_default_to_the_jax_process():
+    import jax
+
+    batch = next(train_batches(_toy_subset(), global_batch_size=4, seed=0))
+    assert len(batch["index"]) == 4 // jax.process_count()
+
+
 def test_batch_size_must_divide_among_hosts():
     with pytest.raises(ValueError, match="global_batch_size=6 must be a positive multiple of shard_count=4"):
         train_batches(_toy_subset(), global_batch_size=6, seed=0, shard_index=0, shard_count=4)
@@ -128,10 +135,10 @@ def test_worker_process_skips_reach_the_report_through_its_log(image_folder, tmp
     _, bad_path, _, _ = _folder_with_corrupt_file(image_folder)
     report = LoadReport(tmp_path / "load_report.jsonl")
     source = sources.ImageFolderSource(image_folder, "train", report=report)
-    iterator = train_batches(Subset(source, np.arange(len(source))), global_batch_size=5, seed=0, shard_index=0, shard_count=1, num_epochs=1, worker_count=1)
+    iterator = train_batches(Subset(source, np.arange(len(source))), global_batch_size=6, seed=0, shard_index=0, shard_count=1, num_epochs=1, worker_count=1)
     try:
         (batch,) = list(iterator)
     finally:
         iterator.close()
-    assert batch["image"].shape == (5, 5, 6, 3)
+    assert batch["image"].shape == (6, 5, 6, 3)  # the whole epoch: the bad file is met
     assert report.summary() == {"num_skipped": 1, "skipped": [{"path": bad_path, "reason": report.skipped[0].reason}]}

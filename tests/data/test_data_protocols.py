@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from jaxretrieval.data import build_retrieval_data, protocols
+from jaxretrieval.data import Subset, build_retrieval_data, eval_batches, protocols
 
 
 def _single_label(class_ids, num_classes):
@@ -128,6 +128,32 @@ def test_build_list_files(tmp_path, image_folder):
     np.testing.assert_array_equal(data.query.source[int(data.query.indices[0])]["label"], [1.0, 1.0])
 
 
+def test_build_image_folder_caches_and_reports_a_corrupt_file_in_the_workdir(tmp_path, image_folder):
+    bad_path = image_folder / "test" / "dog" / "7.jpg"
+    bad_path.write_bytes(b"not a jpeg")
+    config = {"source": "image_folder", "root": str(image_folder), "protocol": "cifar10_II", "seed": 0}
+    workdir = tmp_path / "run"
+    data = build_retrieval_data(config, workdir=str(workdir))
+    assert (len(data.query), len(data.train)) == (5, 6)  # the bad file keeps its index: nothing vanishes
+    summary = data.report.summary()
+    assert summary["num_skipped"] == 1 and summary["skipped"][0]["path"] == str(bad_path)
+    assert "cannot identify image file" in summary["skipped"][0]["reason"]
+    # The log in the workdir carries it too (that is how worker processes' skips are collected).
+    assert str(bad_path) in (workdir / "load_report.jsonl").read_text()
+    masks = np.concatenate([batch["mask"] for batch in eval_batches(data.query, global_batch_size=8, shard_index=0, shard_count=1)])
+    assert masks.tolist() == [True, True, True, True, False, False, False, False]
+
+
+def test_build_tfds_from_mock_data():
+    tfds = pytest.importorskip("tensorflow_datasets")
+    config = {"source": "tfds", "tfds_name": "mnist", "protocol": "cifar10_II", "cache": "none"}
+    with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=4):
+        data = build_retrieval_data(config, workdir=None)
+        assert (len(data.query), len(data.train), data.num_classes, data.image_shape) == (4, 4, 10, (28, 28, 1))
+        example = data.query.source[int(data.query.indices[0])]
+        assert example["index"] == 4 and example["image"].shape == (28, 28, 1)
+
+
 def test_build_arrays_with_split_names(tmp_path):
     images = np.zeros((8, 3, 3, 1), np.uint8)
     split = np.array(["train"] * 6 + ["test"] * 2)
@@ -148,6 +174,15 @@ def test_real_cifar10_listing_protocol_sizes(cifar10_root, tmp_path):
     _assert_per_class(data.train.source.labels, data.train.indices, 500)
     example = data.query.source[int(data.query.indices[-1])]
     assert example["image"].shape == (32, 32, 3) and example["index"] == data.query.indices[-1]
+    # Decode a real sample (a few hundred files) through the evaluation pipeline.
+    sample = Subset(data.query.source, data.query.indices[::4])  # 250 queries, 25 per class
+    batches = list(eval_batches(sample, global_batch_size=128, shard_index=0, shard_count=1))
+    images = np.concatenate([batch["image"] for batch in batches])[:250]
+    labels = np.concatenate([batch["label"] for batch in batches])[:250]
+    assert all(batch["mask"][: 250 - 128 * i].all() for i, batch in enumerate(batches))
+    assert images.std() > 30  # real photos, not placeholders
+    np.testing.assert_array_equal(labels, data.query.source.labels[sample.indices])
+    assert len(data.report) == 0
     data = build_retrieval_data({**base, "protocol": "cifar10_II"}, workdir=None)
     assert (len(data.query), len(data.train), len(data.database)) == (10000, 50000, 50000)
     np.testing.assert_array_equal(data.query.source.labels[data.query.indices].sum(0), [1000] * 10)

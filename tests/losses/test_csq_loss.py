@@ -73,8 +73,9 @@ def test_stable_for_huge_logits():
 
 
 def test_check_grads():
-    logits = jax.random.normal(jax.random.key(0), (3, 5))
-    centers = jnp.where(jax.random.bernoulli(jax.random.key(1), shape=(3, 5)), 1.0, -1.0)
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.standard_normal((3, 5)), jnp.float32)
+    centers = jnp.asarray(np.where(rng.uniform(size=(3, 5)) < 0.5, 1.0, -1.0), jnp.float32)
     check_grads(jax.jit(lambda u: csq_loss(u, centers, quantization="log_cosh")), (logits,), order=1,
                 modes=["rev"], atol=1e-2, rtol=1e-2)
 
@@ -101,6 +102,8 @@ def test_bad_input():
         csq_loss(jnp.zeros((4,)), jnp.ones((4,)))
     with pytest.raises(ValueError, match="logits.*NaN"):
         csq_loss(logits.at[0, 0].set(jnp.nan), jnp.ones((2, 4)))
+    with pytest.raises(ValueError, match="where"):
+        csq_loss(logits, jnp.ones((2, 4)), where=jnp.ones((2,), bool))
     with pytest.raises(ValueError, match="quantization"):
         csq_loss(logits, jnp.ones((2, 4)), quantization="cube")
     # Under jit values are unknown: a NaN input must not crash.

@@ -44,17 +44,20 @@ def textbook_map_q_loss(descriptors, labels):
 map_q_value_and_grad = jax.jit(jax.value_and_grad(map_q_loss))
 
 
-def interior_scores(key, shape):
+# Test data comes from numpy: eager jax.random would compile a sampler for every shape.
+
+
+def interior_scores(seed, shape):
     """Scores strictly inside bin intervals (20% to 80% of the way), away from the kinks."""
-    interval_key, offset_key = jax.random.split(key)
-    interval = jax.random.randint(interval_key, shape, 0, NUM_BINS - 1)
-    offset = jax.random.uniform(offset_key, shape, minval=0.2, maxval=0.8)
-    return jnp.asarray(CENTRES)[interval] - offset * BIN_WIDTH
+    rng = np.random.default_rng(seed)
+    interval = rng.integers(0, NUM_BINS - 1, shape)
+    offset = rng.uniform(0.2, 0.8, shape)
+    return jnp.asarray(CENTRES[interval] - offset * BIN_WIDTH, jnp.float32)
 
 
-def unit_descriptors(key, batch_size, dim):
-    descriptors = jax.random.normal(key, (batch_size, dim))
-    return descriptors / jnp.linalg.norm(descriptors, axis=1, keepdims=True)
+def unit_descriptors(seed, batch_size, dim):
+    descriptors = np.random.default_rng(seed).standard_normal((batch_size, dim))
+    return jnp.asarray(descriptors / np.linalg.norm(descriptors, axis=1, keepdims=True), jnp.float32)
 
 
 def test_golden_values(reference_vectors):
@@ -97,7 +100,7 @@ def test_tie_aware_golden_with_ties_and_edge_bins():
 
 
 def test_equals_textbook_formula_and_its_autodiff_gradient():
-    scores = interior_scores(jax.random.key(0), (3, 9))
+    scores = interior_scores(0, (3, 9))
     scores = scores.at[0, :3].set(jnp.array([1.3, -1.4, 1.0 - 0.5 * BIN_WIDTH]))  # edge bins
     relevance = jnp.array(np.random.default_rng(0).uniform(size=(3, 9)) < 0.5, jnp.float32)
     relevance = relevance.at[:, 0].set(1.0)
@@ -140,7 +143,7 @@ BATCH_LABELS = np.array([0, 0, 1, 1, 1, 2, 2, 0, 3, 1, 2, 4])  # classes 3 and 4
 
 
 def test_map_q_loss_equals_textbook_with_self_match_deleted():
-    descriptors = unit_descriptors(jax.random.key(1), 12, 5)
+    descriptors = unit_descriptors(1, 12, 5)
     labels = jnp.asarray(BATCH_LABELS)
     loss, grads = map_q_value_and_grad(descriptors, labels)
     textbook_loss, textbook_grads = jax.jit(jax.value_and_grad(
@@ -155,19 +158,19 @@ def test_map_q_loss_equals_textbook_with_self_match_deleted():
         return (map_q_loss(descriptors, jax.nn.one_hot(labels, 5)),
                 map_q_loss(descriptors[permutation], labels[permutation]))
 
-    multi_hot, permuted = invariants(descriptors, labels, jax.random.permutation(jax.random.key(2), 12))
+    multi_hot, permuted = invariants(descriptors, labels, np.random.default_rng(2).permutation(12))
     np.testing.assert_allclose(multi_hot, loss, atol=1e-6)
     np.testing.assert_allclose(permuted, loss, atol=1e-6)
 
 
 def test_queries_without_positives_masks_and_weights():
-    descriptors = unit_descriptors(jax.random.key(1), 12, 5)
+    descriptors = unit_descriptors(1, 12, 5)
     # All queries without a positive: loss 0, gradient 0, nothing NaN.
     loss, grads = map_q_value_and_grad(descriptors, jnp.arange(12))
     assert loss == 0.0 and np.all(grads == 0.0)
 
     # A 13th example masked out by `where` must change nothing; weights reweight the queries.
-    extra = unit_descriptors(jax.random.key(5), 1, 5)
+    extra = unit_descriptors(5, 1, 5)
     padded = jnp.concatenate([descriptors, extra])
     padded_labels = jnp.asarray(np.append(BATCH_LABELS, 0))
     where = jnp.arange(13) < 12
@@ -189,7 +192,7 @@ def test_queries_without_positives_masks_and_weights():
 
 
 def test_bad_input():
-    descriptors = unit_descriptors(jax.random.key(1), 12, 5)
+    descriptors = unit_descriptors(1, 12, 5)
     labels = jnp.asarray(BATCH_LABELS)
     with pytest.raises(ValueError, match="labels"):
         map_q_loss(descriptors, labels[:5])

@@ -1,5 +1,7 @@
 """build_model: shapes for every backbone x head, train/eval modes, backbone filter, errors."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -42,23 +44,41 @@ def test_output_shape_and_dtype(backbone, image_shape, head):
     assert output.dtype == jnp.float32
 
 
-def test_resnet50_matches_torchvision():
-    model, output = _abstract_output({"backbone": "resnet50", "head": "ap", "descriptor_dim": 8}, (2, 32, 32, 3))
-    # torchvision's resnet50 has 25,557,032 parameters, 2,049,000 of them in the classifier.
-    assert _num_parameters(model.backbone) == 23_508_032
-    assert model.backbone.num_features == 2048
-    assert model.backbone.conv1.kernel.shape == (7, 7, 3, 64)
-    assert [len(stage) for stage in (model.backbone.layer1, model.backbone.layer2, model.backbone.layer3, model.backbone.layer4)] == [3, 4, 6, 3]
-    assert model.backbone.layer2[0].conv2.strides == (2, 2)  # v1.5: the stride sits on the 3x3 conv
-    assert model.backbone.layer2[0].conv1.strides == (1, 1)
-    assert output.shape == (2, 8)
+@pytest.mark.parametrize(
+    "backbone, blocks_per_stage, num_parameters",
+    # torchvision's resnet50 / resnet101 have 25,557,032 / 44,549,160 parameters, 2,049,000 in the classifier.
+    [("resnet50", [3, 4, 6, 3], 23_508_032), ("resnet101", [3, 4, 23, 3], 42_500_160)],
+)
+def test_imagenet_resnets_match_torchvision_and_feed_every_head(backbone, blocks_per_stage, num_parameters):
+    network = nnx.eval_shape(lambda: models.backbones.build_backbone(backbone, in_channels=3, rngs=nnx.Rngs(0)))
+    assert _num_parameters(network) == num_parameters
+    assert network.conv1.kernel.shape == (7, 7, 3, 64)
+    assert [len(stage) for stage in (network.layer1, network.layer2, network.layer3, network.layer4)] == blocks_per_stage
+    assert network.layer2[0].conv2.strides == (2, 2)  # v1.5: the stride sits on the 3x3 conv
+    assert network.layer2[0].conv1.strides == (1, 1)
+    feature_maps = _abstract_apply(network, jax.ShapeDtypeStruct((2, 64, 64, 3), jnp.float32))
+    assert feature_maps.shape == (2, 2, 2, 2048)  # stride 32
+    head_modules = {
+        "hash": lambda: models.heads.HashHead(2048, 12, hidden_dim=16, rngs=nnx.Rngs(0)),
+        "pq": lambda: models.heads.PQHead(2048, num_books=4, num_words=8, word_dim=6, rngs=nnx.Rngs(0)),
+        "ap": lambda: models.heads.APHead(2048, 20, rngs=nnx.Rngs(0)),
+    }
+    for head, make_head in head_modules.items():
+        output = _abstract_apply(nnx.eval_shape(make_head), feature_maps)
+        assert output.shape == (2, HEAD_OUTPUT_DIM[head]) and output.dtype == jnp.float32
 
 
-def test_resnet101_matches_torchvision():
-    model = nnx.eval_shape(lambda: models.build_model({"backbone": "resnet101", "head": "ap", "descriptor_dim": 8}, rngs=nnx.Rngs(0)))
-    # torchvision's resnet101 has 44,549,160 parameters, 2,049,000 of them in the classifier.
-    assert _num_parameters(model.backbone) == 42_500_160
-    assert len(model.backbone.layer3) == 23
+def _abstract_apply(module, inputs):
+    module.eval()
+    graphdef, state = nnx.split(module)
+    return jax.eval_shape(lambda state, inputs: nnx.merge(graphdef, state)(inputs), state, inputs)
+
+
+def test_width_shapes_small_cnn_only_so_resnets_keep_their_published_widths():
+    for backbone, num_features in (("small_cnn", 4 * 4), ("cifar_resnet18", 512)):
+        config = {"backbone": backbone, "head": "ap", "descriptor_dim": 8, "width": 4}
+        model = nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
+        assert model.backbone.num_features == num_features
 
 
 def test_cifar_resnet18_layout():
@@ -95,7 +115,7 @@ def _batch_stats(model):
 
 
 def test_train_mode_updates_batch_stats_and_draws_dropout(small_model):
-    images = jax.random.uniform(jax.random.key(0), (4, 8, 8, 1))
+    images = np.random.default_rng(0).uniform(size=(4, 8, 8, 1)).astype(np.float32)
     small_model.eval()
     stats_before = _batch_stats(small_model)
     first, second = _forward(small_model, images), _forward(small_model, images)
@@ -148,12 +168,15 @@ def test_backbone_filter_selects_exactly_the_backbone_parameters(small_model):
         ({"num_bits": None}, "config.model.num_bits is required"),
         ({"head": "pq"}, "config.model.pq_num_books is required"),
         ({"head": "ap"}, "config.model.descriptor_dim is required"),
+        ({"num_bits": 0}, "config.model.num_bits must be an integer >= 1, got 0"),
+        ({"num_bits": 16.0}, "config.model.num_bits must be an integer >= 1, got 16.0"),
+        ({"dropout": 1.0}, "config.model.dropout must be in [0, 1), got 1.0"),
     ],
 )
 def test_configuration_errors_name_the_key_and_the_choices(overrides, message):
     config = {"backbone": "small_cnn", "head": "hash", "num_bits": 8, **overrides}
     config = {key: value for key, value in config.items() if value is not None}
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
 
 

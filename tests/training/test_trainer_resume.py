@@ -1,0 +1,100 @@
+"""Pre-emption: a run killed mid-way (SIGKILL) resumes and ends bit-identical; SIGTERM checkpoints."""
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+
+from conftest import REPO_ROOT
+
+# Long enough (60 steps, a checkpoint every 5) that a kill right after the first checkpoint lands mid-run.
+OVERRIDES = {
+    "num_steps": 60,
+    "checkpoint_every_steps": 5,
+    "log_every_steps": 5,
+    "keep_checkpoints": 2,
+    "evaluate_at_end": False,
+}
+
+
+def _command(workdir: pathlib.Path) -> list[str]:
+    flags = [f"--config.{key}={value}" for key, value in OVERRIDES.items()]
+    return [sys.executable, "-m", "jaxretrieval.train", "--config=configs/smoke.py", f"--workdir={workdir}", *flags]
+
+
+def _environment() -> dict[str, str]:
+    return {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
+
+
+def _start(workdir: pathlib.Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        _command(workdir), cwd=REPO_ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+
+def _wait_for_checkpoint(process: subprocess.Popen, workdir: pathlib.Path, timeout: float = 240) -> None:
+    checkpoints = workdir / "checkpoints"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if checkpoints.is_dir() and any(path.name.isdigit() for path in checkpoints.iterdir()):
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"training exited ({process.returncode}) before its first checkpoint:\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.005)
+    process.kill()
+    raise AssertionError("no checkpoint appeared in time")
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {jax.tree_util.keystr(path): np.asarray(value) for path, value in leaves}
+
+
+def test_killed_run_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+    from jaxretrieval import checkpoint, config_utils, trainer
+
+    # Reference: the same command's config, uninterrupted, in this process (same 8 fake devices).
+    reference_dir = tmp_path / "uninterrupted"
+    config = config_utils.load_config(str(REPO_ROOT / "configs" / "smoke.py"), OVERRIDES)
+    trainer.train_and_evaluate(config, reference_dir)
+
+    workdir = tmp_path / "killed"
+    process = _start(workdir)
+    _wait_for_checkpoint(process, workdir)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    steps_at_kill = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    assert steps_at_kill and max(steps_at_kill) < 60, f"the run was not killed mid-way: {steps_at_kill}"
+
+    resumed = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+
+    expected = _flat(checkpoint.load_state_arrays(reference_dir))
+    actual = _flat(checkpoint.load_state_arrays(workdir))
+    assert expected.keys() == actual.keys()
+    assert any("params" in key for key in expected)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 61, 5)), "each logged step must appear once after a resume"
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
+    workdir = tmp_path / "preempted"
+    process = _start(workdir)
+    _wait_for_checkpoint(process, workdir)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    if process.returncode == 0:  # Finished all 60 steps before the signal arrived: nothing to check.
+        raise AssertionError(f"the run finished before SIGTERM; make it longer:\n{output[-2000:]}")
+    assert process.returncode == 143, output[-3000:]
+    assert "SIGTERM: stopped at step" in output
+    stopped_at = int(output.split("SIGTERM: stopped at step ")[1].split(";")[0])
+    saved = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+    assert saved[-1] == stopped_at < 60
