@@ -3,7 +3,7 @@
 CIFAR-10 protocol II sizes: 10,000 queries x 50,000 database items, 64-bit random codes, 10 classes
 (one-hot). Peer: the DeepHash-pytorch ``CalcTopMap`` loop (one numpy argsort per query), written
 here with a *stable* argsort so its values are exactly comparable, and without its top-k=-1
-off-by-one. The peer is slow (about 25 s per full run on an idle 2-core machine), so by default it
+off-by-one, run with one BLAS thread (faster for it than two on a shared CPU). The peer is slow (about 25 s per full run on an idle 2-core machine), so by default it
 runs on the first ``--peer-queries`` queries and its time is scaled to all queries (said in the
 output); ``--peer-queries 10000`` runs it in full. Values are checked equal on the peer's queries.
 
@@ -19,6 +19,7 @@ import time
 
 import jax
 import numpy as np
+from threadpoolctl import threadpool_limits  # installed with scikit-learn (the [train] extra)
 
 from jaxretrieval.centers import center_distance_stats, hash_centers
 from jaxretrieval.metrics import mean_average_precision
@@ -75,9 +76,12 @@ def main():
         ours_seconds, ours_value = timed(
             lambda: mean_average_precision(query_codes, db_codes, query_labels, db_labels, top_k=top_k), args.repeats
         )
-        peer_seconds, peer_value = timed(
-            lambda: calc_top_map(query_codes[peer], db_codes, query_labels[peer], db_labels, top_k or args.num_database), 1
-        )
+        # One BLAS thread for the peer: its matrix-vector products gain nothing from threads, and
+        # threads spinning on a shared 2-core CPU made it 3x slower (measured).
+        with threadpool_limits(1):
+            peer_seconds, peer_value = timed(
+                lambda: calc_top_map(query_codes[peer], db_codes, query_labels[peer], db_labels, top_k or args.num_database), 1
+            )
         peer_seconds *= args.num_queries / args.peer_queries
         ours_on_peer_queries = mean_average_precision(query_codes[peer], db_codes, query_labels[peer], db_labels, top_k=top_k)
         equal = abs(ours_on_peer_queries - peer_value) < 1e-9

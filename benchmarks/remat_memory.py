@@ -6,8 +6,8 @@ The model is ``build_model`` with the ``small_cnn`` backbone and the ``ap`` head
 ``map_q_loss(model(images), labels)``; "remat" is ``jaxretrieval.multistage.micro_batched_value_and_grad``
 with a fixed micro-batch. Memory is XLA's ``compiled.memory_analysis().temp_size_in_bytes`` (the
 step's scratch buffers, excluding parameters, inputs and outputs), so the curve needs compilation only.
-At ``--check-batch-size`` both steps also run once on the same random batch: the gradients are compared
-and the step times (median of ``--repeats``) printed.
+At ``--check-batch-size`` both steps also run once on the same random batch, with mAP_Q and with a
+smooth pairwise loss: the gradients are compared and the step times printed (single runs).
 
 Run (about 10 minutes on a 2-core CPU, most of it compilation)::
 
@@ -21,7 +21,6 @@ import argparse
 import os
 import pathlib
 import platform
-import statistics
 import time
 
 import flax
@@ -32,7 +31,7 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
-from jaxretrieval.losses import map_q_loss
+from jaxretrieval.losses import map_q_loss, pairwise_likelihood_loss
 from jaxretrieval.models import build_model
 from jaxretrieval.multistage import micro_batched_value_and_grad
 
@@ -46,7 +45,8 @@ def _parse_sizes(text: str) -> list[int]:
     return [int(size) for size in text.split(",") if size]
 
 
-def build_steps(width: int, descriptor_dim: int, micro_batch_size: int):
+def build_steps(width: int, descriptor_dim: int, micro_batch_size: int, loss):
+    """The jitted plain and multistage steps ``(params, images, labels) -> (loss, grads)``, and params."""
     config = ml_collections.ConfigDict(
         {"backbone": "small_cnn", "head": "ap", "descriptor_dim": descriptor_dim, "width": width}
     )
@@ -57,12 +57,26 @@ def build_steps(width: int, descriptor_dim: int, micro_batch_size: int):
     def embed(params, images):
         return nnx.merge(graphdef, params, rest)(images)
 
-    def loss(descriptors, labels):
-        return map_q_loss(descriptors, labels)
-
     plain = jax.jit(lambda params, images, labels: jax.value_and_grad(lambda p: loss(embed(p, images), labels))(params))
     remat = jax.jit(micro_batched_value_and_grad(embed, loss, micro_batch_size=micro_batch_size))
     return params, {"plain": plain, "remat": remat}
+
+
+def map_q(descriptors, labels):
+    return map_q_loss(descriptors, labels)
+
+
+def pairwise_likelihood(descriptors, labels):
+    # Smooth in the descriptors, unlike mAP_Q's triangular histogram binning.
+    return jnp.mean(pairwise_likelihood_loss(4.0 * descriptors, labels))
+
+
+def max_relative_difference(reference, other) -> float:
+    """max over leaves of max |reference - other| / max |reference|."""
+    return max(
+        float(np.abs(np.asarray(a) - np.asarray(b)).max() / max(np.abs(np.asarray(a)).max(), 1e-30))
+        for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(other))
+    )
 
 
 def compile_step(step, params, batch_size: int, image_size: int):
@@ -82,7 +96,6 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=32, help="small_cnn base width (its default)")
     parser.add_argument("--descriptor-dim", type=int, default=128)
     parser.add_argument("--check-batch-size", type=int, default=512)
-    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--plot", default="docs/benchmarks/remat_memory.png")
     args = parser.parse_args()
 
@@ -94,11 +107,10 @@ def main() -> None:
         f"# small_cnn width {args.width} + ap head ({args.descriptor_dim}-d), {args.image_size}x{args.image_size}x3, "
         f"map_q_loss, remat micro-batch {args.micro_batch_size}"
     )
-    params, steps = build_steps(args.width, args.descriptor_dim, args.micro_batch_size)
+    params, steps = build_steps(args.width, args.descriptor_dim, args.micro_batch_size, map_q)
 
     batch_sizes = _parse_sizes(args.batch_sizes)
     curve = {"plain": [], "remat": []}
-    compiled_at_check = {}
     print("\n| batch size | plain temp (MiB) | remat temp (MiB) | remat / plain | compile plain / remat (s) |")
     print("|---:|---:|---:|---:|---:|")
     for batch_size in batch_sizes:
@@ -107,8 +119,6 @@ def main() -> None:
             compiled, seconds = compile_step(step, params, batch_size, args.image_size)
             row[name] = (compiled.memory_analysis().temp_size_in_bytes, seconds)
             curve[name].append(row[name][0] / MIB)
-            if batch_size == args.check_batch_size:
-                compiled_at_check[name] = compiled
         print(
             f"| {batch_size} | {row['plain'][0] / MIB:,.1f} | {row['remat'][0] / MIB:,.1f} | "
             f"{row['remat'][0] / row['plain'][0]:.3f} | {row['plain'][1]:.1f} / {row['remat'][1]:.1f} |",
@@ -121,40 +131,35 @@ def main() -> None:
         plain_bytes = compile_step(steps["plain"], params, args.check_batch_size, args.image_size)[0]
         plain_bytes = plain_bytes.memory_analysis().temp_size_in_bytes
         for micro_batch_size in _parse_sizes(args.micro_batch_sweep):
-            _, sweep_steps = build_steps(args.width, args.descriptor_dim, micro_batch_size)
+            _, sweep_steps = build_steps(args.width, args.descriptor_dim, micro_batch_size, map_q)
             compiled, _ = compile_step(sweep_steps["remat"], params, args.check_batch_size, args.image_size)
             remat_bytes = compiled.memory_analysis().temp_size_in_bytes
             print(f"| {micro_batch_size} | {remat_bytes / MIB:,.1f} | {remat_bytes / plain_bytes:.3f} |", flush=True)
 
-    if compiled_at_check:
+    if args.check_batch_size:
         keys = jax.random.split(jax.random.key(0), 2)
         images = jax.random.uniform(keys[0], (args.check_batch_size, args.image_size, args.image_size, 3))
         labels = jax.random.randint(keys[1], (args.check_batch_size,), 0, 16)
-        results, times = {}, {}
-        for name, compiled in compiled_at_check.items():
-            results[name] = jax.block_until_ready(compiled(params, images, labels))  # warm-up
-            samples = []
-            for _ in range(args.repeats):
+        print(f"\nB = {args.check_batch_size}, micro-batch {args.micro_batch_size}, one run each:")
+        for loss_name, loss in (("pairwise_likelihood_loss", pairwise_likelihood), ("map_q_loss", map_q)):
+            _, check_steps = build_steps(args.width, args.descriptor_dim, args.micro_batch_size, loss)
+            results, seconds = {}, {}
+            for name, step in check_steps.items():
+                compiled, _ = compile_step(step, params, args.check_batch_size, args.image_size)
                 start = time.perf_counter()
-                jax.block_until_ready(compiled(params, images, labels))
-                samples.append(time.perf_counter() - start)
-            times[name] = statistics.median(samples)
-        (plain_value, plain_grads), (remat_value, remat_grads) = results["plain"], results["remat"]
-        worst = 0.0
-        for plain_leaf, remat_leaf in zip(jax.tree.leaves(plain_grads), jax.tree.leaves(remat_grads)):
-            plain_leaf, remat_leaf = np.asarray(plain_leaf), np.asarray(remat_leaf)
-            scale = np.abs(plain_leaf).max()
-            worst = max(worst, float(np.abs(plain_leaf - remat_leaf).max() / scale) if scale else 0.0)
-        close = all(
-            np.allclose(remat_leaf, plain_leaf, rtol=1e-5, atol=1e-6 * np.abs(plain_leaf).max())
-            for plain_leaf, remat_leaf in zip(jax.tree.leaves(plain_grads), jax.tree.leaves(remat_grads))
-        )
-        print(f"\nB = {args.check_batch_size}: loss plain {float(plain_value):.7f}, remat {float(remat_value):.7f}")
-        print(f"gradients allclose(rtol=1e-5, atol=1e-6 * max|g| per leaf): {close}; max |diff| / max|g| = {worst:.2e}")
-        print(
-            f"step time (median of {args.repeats}): plain {times['plain']:.2f} s, remat {times['remat']:.2f} s, "
-            f"remat / plain {times['remat'] / times['plain']:.2f}"
-        )
+                results[name] = jax.block_until_ready(compiled(params, images, labels))
+                seconds[name] = time.perf_counter() - start
+            (plain_value, plain_grads), (remat_value, remat_grads) = results["plain"], results["remat"]
+            close = all(
+                np.allclose(remat_leaf, plain_leaf, rtol=1e-5, atol=1e-6 * np.abs(plain_leaf).max())
+                for plain_leaf, remat_leaf in zip(jax.tree.leaves(plain_grads), jax.tree.leaves(remat_grads))
+            )
+            print(
+                f"- {loss_name}: loss plain {float(plain_value):.7f} / remat {float(remat_value):.7f}; gradients "
+                f"allclose(rtol=1e-5, atol=1e-6 max|g|) {close}, max |diff| / max |g| "
+                f"{max_relative_difference(plain_grads, remat_grads):.1e}; step time plain {seconds['plain']:.1f} s, "
+                f"remat {seconds['remat']:.1f} s"
+            )
 
     path = pathlib.Path(args.plot)
     path.parent.mkdir(parents=True, exist_ok=True)

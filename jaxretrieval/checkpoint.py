@@ -19,6 +19,7 @@ from typing import Any
 
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 __all__ = ["CHECKPOINT_SUBDIR", "Checkpoints", "checkpoint_directory", "abstract_like", "load_state_arrays"]
@@ -110,11 +111,7 @@ class Checkpoints:
         Used for ``config.init_checkpoint``: a checkpoint of another run whose optimizer may differ.
         """
         step = self.resolve_step(step)
-        reader = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(read_only=True),
-            item_handlers={_STATE: ocp.PyTreeCheckpointHandler()},
-        )
+        reader = _tree_reader(self.directory)
         restore_args = ocp.checkpoint_utils.construct_restore_args(abstract_subtree)
         item = ocp.args.PyTreeRestore(item=abstract_subtree, restore_args=restore_args, partial_restore=True)
         return reader.restore(step, args=ocp.args.Composite(**{_STATE: item}))[_STATE]
@@ -139,6 +136,15 @@ class Checkpoints:
         self._manager.close()
 
 
+def _tree_reader(directory: pathlib.Path) -> ocp.CheckpointManager:
+    """Reads the ``state`` item as a plain pytree (partial restores, restores without a target)."""
+    return ocp.CheckpointManager(
+        directory,
+        options=ocp.CheckpointManagerOptions(read_only=True),
+        item_handlers={_STATE: ocp.PyTreeCheckpointHandler()},
+    )
+
+
 def load_state_arrays(directory: str | pathlib.Path, *, step: int | None = None) -> dict[str, Any]:
     """The saved train state as nested dicts of numpy arrays, without knowing its structure.
 
@@ -147,9 +153,17 @@ def load_state_arrays(directory: str | pathlib.Path, *, step: int | None = None)
     """
     checkpoints = Checkpoints(checkpoint_directory(directory), read_only=True)
     step = checkpoints.resolve_step(step)
-    reader = ocp.CheckpointManager(
-        checkpoints.directory,
-        options=ocp.CheckpointManagerOptions(read_only=True),
-        item_handlers={_STATE: ocp.PyTreeCheckpointHandler()},
-    )
-    return reader.restore(step, args=ocp.args.Composite(**{_STATE: ocp.args.PyTreeRestore()}))[_STATE]
+    reader = _tree_reader(checkpoints.directory)
+    metadata = reader.item_metadata(step)[_STATE]
+    # numpy leaves, on whatever devices this process has (the checkpoint's shardings may not exist here).
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), metadata)
+    item = ocp.args.PyTreeRestore(item=metadata, restore_args=restore_args)
+    restored = reader.restore(step, args=ocp.args.Composite(**{_STATE: item}))[_STATE]
+    return jax.tree.map(_to_numpy, restored)
+
+
+def _to_numpy(value):
+    """numpy array of a restored leaf; PRNG keys become their raw key data."""
+    if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+        value = jax.random.key_data(value)
+    return np.asarray(value)

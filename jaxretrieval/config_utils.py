@@ -36,7 +36,7 @@ LOSS_DEFAULTS = {
     "csq": {"quantization_weight": 0.05, "quantization": "squared"},
     # Baselines on the hash head.
     "pairwise": {"quantization_weight": 0.0},
-    "triplet": {"margin": 0.5, "mining": "batch_hard", "distance": "squared_l2"},
+    "triplet": {"margin": 0.2, "mining": "batch_hard", "distance": "squared_l2"},
     # SPQ: soft-quantization temperature (multiplies squared distances), NT-Xent temperature, and the
     # retrieval distance ("spq": sum of unsquared per-book distances, the reference; or "squared_l2").
     "spq": {"quantization_temperature": 5.0, "contrastive_temperature": 0.5, "distance": "spq"},

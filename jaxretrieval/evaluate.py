@@ -129,19 +129,21 @@ def evaluate_run(config, method, eval_graphdef, state, data, mesh, workdir) -> d
     encoder = Encoder(config, method, eval_graphdef, mesh)
     query = encoder.encode(state, data.query)
     database = encoder.encode(state, data.database)
-    model = nnx.merge(eval_graphdef, jax.device_get(state.params), jax.device_get(state.model_state))
+    from jaxretrieval.trainer import replicated_to_host  # The trainer imports this module.
+
+    model = nnx.merge(eval_graphdef, *replicated_to_host((state.params, state.model_state)))
     evaluation = method.evaluate(
         query.representations,
         database.representations,
         query.labels,
         database.labels,
         model,
-        jax.device_get(state.extras),
+        replicated_to_host(state.extras),
         config,
     )
     metrics = {name: float(value) for name, value in evaluation.metrics.items()}
     report = {
-        "step": int(jax.device_get(state.step)),
+        "step": int(replicated_to_host(state.step)),
         "method": config.method,
         "num_queries": len(query.indices),
         "num_database": len(database.indices),

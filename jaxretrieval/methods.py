@@ -139,12 +139,6 @@ def _labelled(labels: Array) -> Array:
     return jnp.sum(labels, axis=-1) > 0
 
 
-def _masked_mean(values: Array, where: Array) -> Array:
-    """Mean of ``values`` over ``where``; 0 (not NaN) when nothing is selected."""
-    where = where.astype(values.dtype)
-    return jnp.sum(values * where) / jnp.maximum(jnp.sum(where), 1.0)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Hash methods: CSQ and the pairwise / triplet baselines share the head, the encoding and evaluation.
 
@@ -177,7 +171,7 @@ def _csq_loss(model, batch, extras, key, config):
         quantization_weight=config.loss.quantization_weight,
         quantization=config.loss.quantization,
     )
-    loss = _masked_mean(per_example, labelled)
+    loss = losses.masked_mean(per_example, labelled)
     return loss, {"loss": loss, "mean_abs_tanh": jnp.mean(jnp.abs(jnp.tanh(logits)))}
 
 
@@ -346,11 +340,26 @@ def _map_q_finalize(model, train_descriptors, config):
     model.head.fit_whitening(train_descriptors)
 
 
-def _cosine_ranking(query, database, depth: int) -> np.ndarray:
-    """Database rows by descending cosine similarity, ties by ascending index, ``[num_queries, depth]``."""
-    similarities = jnp.asarray(query) @ jnp.asarray(database).T
-    _, indices = jax.lax.top_k(similarities, depth)  # lax.top_k keeps the lower index first on ties.
-    return np.asarray(indices)
+@functools.partial(jax.jit, static_argnames="depth")
+def _cosine_top(query_block, database, depth: int):
+    _, indices = jax.lax.top_k(query_block @ database.T, depth)  # Ties: the lower index first.
+    return indices
+
+
+def _cosine_ranking(query, database, depth: int, *, block: int = 1024) -> np.ndarray:
+    """Database rows by descending cosine similarity, ties by ascending index, ``[num_queries, depth]``.
+
+    Queries go in blocks of ``block`` (padded, one compilation) so the similarity matrix in memory is
+    ``block x num_database``, not ``num_queries x num_database``.
+    """
+    database = jnp.asarray(database)
+    rows = []
+    for start in range(0, len(query), block):
+        chunk = np.asarray(query[start : start + block])
+        padded = np.zeros((block, chunk.shape[1]), chunk.dtype)
+        padded[: len(chunk)] = chunk
+        rows.append(np.asarray(_cosine_top(jnp.asarray(padded), database, depth))[: len(chunk)])
+    return np.concatenate(rows)
 
 
 def _map_q_evaluate(query, database, query_labels, database_labels, model, extras, config) -> Evaluation:

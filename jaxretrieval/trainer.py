@@ -51,6 +51,7 @@ __all__ = [
     "TrainState",
     "build_optimizer",
     "learning_rate_schedule",
+    "replicated_to_host",
     "restore_trained_model",
     "train_and_evaluate",
 ]
@@ -210,16 +211,33 @@ def _scratch_model_config(config: ml_collections.ConfigDict) -> ml_collections.C
     return model_config
 
 
+def _host_copy(value) -> np.ndarray:
+    """A writable numpy copy of a replicated value (also of a multi-process one: any local shard is whole)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        value = value.addressable_data(0)
+    return np.array(value)
+
+
+def replicated_to_host(tree: Any) -> Any:
+    """Replicated arrays -> host numpy (PRNG keys stay keys), on one process or several."""
+
+    def to_host(value):
+        if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
+            return jax.random.wrap_key_data(_host_copy(jax.random.key_data(value)), impl=jax.random.key_impl(value))
+        return _host_copy(value)
+
+    return jax.tree.map(to_host, tree)
+
+
 def _replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
     """Host values (identical on every process) -> arrays replicated over the mesh."""
     replicated = sharding.replicated_sharding(mesh)
 
     def place(value):
         if isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key):
-            data = np.asarray(jax.random.key_data(value))
-            placed = jax.make_array_from_process_local_data(replicated, data)
+            placed = jax.make_array_from_process_local_data(replicated, _host_copy(jax.random.key_data(value)))
             return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(value))
-        return jax.make_array_from_process_local_data(replicated, np.asarray(value))
+        return jax.make_array_from_process_local_data(replicated, _host_copy(value))
 
     return jax.tree.map(place, tree)
 
@@ -244,7 +262,9 @@ def _graphdefs(model_config, key):
     return train_graphdef, eval_graphdef
 
 
-def _initial_state(config, method, *, num_classes, mesh, steps_per_epoch, total_steps) -> _Setup:
+def _initial_state(
+    config, method, *, num_classes, mesh, steps_per_epoch, total_steps, load_pretrained: bool = True
+) -> _Setup:
     root_key = _root_key(config)
     model_key, extras_key = jax.random.split(root_key)
     model_config = _scratch_model_config(config)
@@ -258,7 +278,7 @@ def _initial_state(config, method, *, num_classes, mesh, steps_per_epoch, total_
         return params, model_state
 
     params, model_state = init_model(model_key)
-    if config.model.pretrained_path:
+    if config.model.pretrained_path and load_pretrained:
         model = nnx.merge(train_graphdef, params, model_state)
         models_lib.load_pretrained(model, config.model.pretrained_path)
         _, params, model_state = nnx.split(model, nnx.Param, ...)
@@ -597,7 +617,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 def _finalize(config, method, setup, state, data, mesh) -> TrainState:
     """Fits what is learned after training (mAP_Q's whitening) into the model state."""
     representations = _encode_training_set(config, method, setup, state, data, mesh)
-    model = nnx.merge(setup.eval_graphdef, jax.device_get(state.params), jax.device_get(state.model_state))
+    # Writable host copies: finalize assigns into the model's variables.
+    model = nnx.merge(setup.eval_graphdef, *replicated_to_host((state.params, state.model_state)))
     method.finalize(model, representations, config)
     _, _, model_state = nnx.split(model, nnx.Param, ...)
     return state.replace(model_state=_replicate(model_state, mesh))
@@ -607,7 +628,7 @@ def _train_loop(config, method, setup, state, batches: Iterator, checkpoints, me
     is_main = sharding.is_main_process()
     train_step = jax.jit(make_train_step(config, method, setup), donate_argnums=(0,))
     base_key = _replicate(jax.random.fold_in(_root_key(config), 1), mesh)
-    step = int(jax.device_get(state.step))
+    step = int(_host_copy(state.step))
     writer = MetricWriter(workdir, enabled=is_main, start_step=step)
     progress = _Progress(initial=step, total=total_steps, enabled=is_main)
     accumulated: dict[str, list[float]] = {}
@@ -617,7 +638,7 @@ def _train_loop(config, method, setup, state, batches: Iterator, checkpoints, me
 
     def consume(pending_step, pending_metrics):
         nonlocal window_start, window_steps
-        values = {name: float(value) for name, value in jax.device_get(pending_metrics).items()}
+        values = {name: float(_host_copy(value)) for name, value in pending_metrics.items()}
         _check_finite(pending_step, values)
         for name, value in values.items():
             accumulated.setdefault(name, []).append(value)
@@ -686,7 +707,8 @@ def restore_trained_model(workdir: str | pathlib.Path, *, mesh: jax.sharding.Mes
     with jax.set_mesh(mesh):
         # Shapes only: the abstract state is the restore target; nothing is trained here.
         setup = _initial_state(
-            config, method, num_classes=summary["num_classes"], mesh=mesh, steps_per_epoch=1, total_steps=1
+            config, method, num_classes=summary["num_classes"], mesh=mesh, steps_per_epoch=1, total_steps=1,
+            load_pretrained=False,
         )
         checkpoints = checkpoint_lib.Checkpoints(workdir / checkpoint_lib.CHECKPOINT_SUBDIR, read_only=True)
         step = checkpoints.resolve_step(None)

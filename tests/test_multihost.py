@@ -4,6 +4,7 @@ The file is also the worker: ``python tests/test_multihost.py PORT PROCESS_ID OU
 two-process runtime and writes its results; the tests start two workers and compare their results with
 the same computations in the pytest process (one process, 8 fake devices).
 """
+import json
 import os
 import pathlib
 import socket
@@ -17,6 +18,7 @@ NUM_PROCESSES = 2
 DEVICES_PER_PROCESS = 4
 BATCH = 32
 WORKER_TIMEOUT_SECONDS = 90
+TRAIN_TIMEOUT_SECONDS = 240
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 _PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy", "grpc_proxy")
 
@@ -96,28 +98,31 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _worker_environment() -> dict:
+def _worker_environment(num_devices: int) -> dict:
     environment = {
         name: value for name, value in os.environ.items() if name.lower() not in _PROXY_VARIABLES
     }
     environment.update(
         JAX_PLATFORMS="cpu",
-        XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES_PER_PROCESS}",
+        XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
     )
     return environment
 
 
-def run_processes(commands, *, timeout: float, cwd) -> list[str]:
-    """Runs the commands concurrently; kills all of them if one fails or the time runs out.
+def run_processes(commands, *, timeout: float, cwd, num_devices=None) -> list[str]:
+    """Runs the commands concurrently on CPU; kills all of them if one fails or the time runs out.
 
+    ``num_devices[i]`` fake CPU devices for command i (default ``DEVICES_PER_PROCESS`` each).
     Returns each process's combined output. Raises AssertionError with every output on failure.
     """
+    num_devices = num_devices or [DEVICES_PER_PROCESS] * len(commands)
     processes = [
         subprocess.Popen(
-            command, cwd=cwd, env=_worker_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            command, cwd=cwd, env=_worker_environment(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            text=True,
         )
-        for command in commands
+        for command, devices in zip(commands, num_devices)
     ]
     outputs = [""] * len(processes)
     try:
@@ -170,6 +175,52 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
         np.testing.assert_allclose(got["psum_total"], images.sum(), rtol=1e-5)
         for name, value in got.items():
             np.testing.assert_allclose(value, expected[name], rtol=1e-5, atol=1e-7, err_msg=name)
+
+
+def _train_command(workdir, num_steps: int, *distributed_flags) -> list[str]:
+    return [
+        sys.executable, "-m", "jaxretrieval.train", "--config", "configs/smoke.py", "--workdir", str(workdir),
+        f"--config.num_steps={num_steps}", "--config.checkpoint_every_steps=2", "--config.log_every_steps=1",
+        "--config.evaluate_at_end=False", *distributed_flags,
+    ]
+
+
+def _losses(workdir) -> dict[int, float]:
+    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return {record["step"]: record["loss"] for record in records if "loss" in record}
+
+
+@pytest.mark.slow
+def test_two_process_training_equals_one_process_and_resumes_from_a_collective_checkpoint(tmp_path):
+    """The smoke config: 2 processes x 4 devices train 4 steps, checkpoint, then resume to 6 steps;
+    every step's loss equals that of one process with 8 devices training 6 steps straight."""
+    two_processes, one_process = tmp_path / "two_processes", tmp_path / "one_process"
+
+    def distributed(num_steps, port):
+        return [
+            _train_command(
+                two_processes, num_steps, "--jax_distributed=on", f"--coordinator_address=127.0.0.1:{port}",
+                f"--num_processes={NUM_PROCESSES}", f"--process_id={process_id}",
+            )
+            for process_id in range(NUM_PROCESSES)
+        ]
+
+    run_processes(
+        distributed(4, _free_port()) + [_train_command(one_process, 6)],
+        timeout=TRAIN_TIMEOUT_SECONDS,
+        cwd=REPO_ROOT,
+        num_devices=[DEVICES_PER_PROCESS] * NUM_PROCESSES + [NUM_PROCESSES * DEVICES_PER_PROCESS],
+    )
+    assert sorted(_losses(two_processes)) == [1, 2, 3, 4]
+    # Both processes wrote their part of the step-4 checkpoint.
+    checkpoint_files = [path.name for path in (two_processes / "checkpoints" / "4").rglob("*")]
+    for process_id in range(NUM_PROCESSES):
+        assert any(f"process_{process_id}" in name for name in checkpoint_files), checkpoint_files
+
+    run_processes(distributed(6, _free_port()), timeout=TRAIN_TIMEOUT_SECONDS, cwd=REPO_ROOT)
+    expected, got = _losses(one_process), _losses(two_processes)
+    assert sorted(got) == sorted(expected) == [1, 2, 3, 4, 5, 6]
+    np.testing.assert_allclose([got[step] for step in range(1, 7)], [expected[step] for step in range(1, 7)], rtol=1e-5)
 
 
 if __name__ == "__main__":

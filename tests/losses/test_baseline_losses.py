@@ -16,6 +16,10 @@ def normal(seed, shape):
     return jnp.asarray(np.random.default_rng(seed).standard_normal(shape), jnp.float32)
 
 
+pairwise_jit = jax.jit(pairwise_likelihood_loss, static_argnames=("quantization_weight",))
+triplet_jit = jax.jit(triplet_margin_loss, static_argnames=("margin", "distance"))
+
+
 def brute_force_pairwise(outputs, labels, quantization_weight):
     outputs = np.asarray(outputs, np.float64)
     losses = []
@@ -50,7 +54,7 @@ def brute_force_triplet(embeddings, labels, margin, distance):
 
 def test_pairwise_against_brute_force_jit_and_eager():
     outputs = normal(0, (6, 4))
-    loss_fn = jax.jit(pairwise_likelihood_loss, static_argnames=("quantization_weight",))
+    loss_fn = pairwise_jit
     for weight in (0.0, 0.5):
         np.testing.assert_allclose(loss_fn(outputs, LABELS, quantization_weight=weight),
                                    brute_force_pairwise(outputs, LABELS, weight), rtol=1e-5)
@@ -81,7 +85,7 @@ def test_pairwise_stable_masked_and_multi_hot():
 @pytest.mark.parametrize("distance", ["squared_l2", "cosine"])
 def test_triplet_against_brute_force(distance):
     embeddings = normal(1, (6, 3))
-    loss_fn = jax.jit(triplet_margin_loss, static_argnames=("margin", "distance"))
+    loss_fn = triplet_jit
     losses = loss_fn(embeddings, LABELS, margin=0.5, distance=distance)
     np.testing.assert_allclose(losses, brute_force_triplet(embeddings, LABELS, 0.5, distance),
                                rtol=1e-5, atol=1e-6)
@@ -126,6 +130,10 @@ def test_bad_input():
         pairwise_likelihood_loss(jnp.zeros((3, 2), jnp.int32), jnp.arange(3))
     with pytest.raises(ValueError, match="where"):
         pairwise_likelihood_loss(jnp.zeros((3, 2)), jnp.arange(3), where=jnp.ones((2,), bool))
+    # Under jit a NaN input must not crash (shapes as in the tests above: compiled once).
+    nan_batch = normal(1, (6, 3)).at[0, 0].set(jnp.nan)
+    assert triplet_jit(nan_batch, LABELS, margin=0.5, distance="squared_l2").shape == (6,)
+    assert pairwise_jit(normal(0, (6, 4)).at[0, 0].set(jnp.nan), LABELS).shape == (6,)
 
 
 def test_masked_and_weighted_means():

@@ -19,10 +19,10 @@ def all_losses_and_gradients(features_a, features_b, quantized_a, quantized_b, d
         lambda d: map_q_loss(d, multi_hot, where=where, tie_aware=True))(descriptors)
     triplet = jax.value_and_grad(lambda x: triplet_margin_loss(x, labels, where=where).sum())(
         features_a)
-    triplet_per_anchor = triplet_margin_loss(features_a, multi_hot, distance="cosine")
+    triplet_cosine = triplet_margin_loss(features_a, multi_hot, distance="cosine")
     pairwise = jax.value_and_grad(
         lambda x: pairwise_likelihood_loss(x, labels, quantization_weight=0.1).sum())(features_b)
-    return spq, map_q, map_q_masked, triplet, triplet_per_anchor, pairwise
+    return spq, map_q, map_q_masked, triplet, triplet_cosine, pairwise
 
 
 def test_sharded_equals_unsharded():

@@ -115,8 +115,12 @@ def test_equals_textbook_formula_and_its_autodiff_gradient():
     np.testing.assert_allclose(fused_value, textbook_value, atol=1e-6)
     np.testing.assert_allclose(fused_grad, textbook_grad, atol=1e-5)
     assert np.abs(textbook_grad).max() > 0.1  # the comparison is not vacuous
-    check_grads(jax.jit(lambda s: quantized_ap(s, relevance[:2, :5])), (scores[:2, :5],), order=1,
-                modes=["rev"], eps=1e-3, atol=1e-2, rtol=1e-2)
+    # Numerical gradients too, for the plain and the tie-aware AP (one function: one compile).
+    def plain_plus_tie_aware(s):
+        return quantized_ap(s, relevance[:2, :5]) + quantized_ap(s, relevance[:2, :5], tie_aware=True)
+
+    check_grads(jax.jit(plain_plus_tie_aware), (scores[:2, :5],), order=1, modes=["rev"], eps=1e-3,
+                atol=1e-2, rtol=1e-2)
 
 
 def test_gradient_on_bin_centres_is_a_one_sided_derivative():

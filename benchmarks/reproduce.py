@@ -1,0 +1,703 @@
+r"""The reproduction study of issue 7: run the comparisons on real CIFAR-10, then render docs/results.md.
+
+Run (each comparison gives every method the same backbone, input size, batch and steps; the run
+definitions are in ``benchmarks/study_configs.py``)::
+
+    nice .venv/bin/python benchmarks/reproduce.py --study supervised --bits 16,32,64 --protocol I,II \
+        --seeds 0,1 --budget cpu20 --data-root ../shared/data/cifar10 --out runs/study
+    nice .venv/bin/python benchmarks/reproduce.py --study unsupervised --bits 16,32,64 --protocol II ...
+    nice .venv/bin/python benchmarks/reproduce.py --study listwise --bits 64 --protocol II ...
+    .venv/bin/python benchmarks/reproduce.py --report --out runs/study --doc docs/results.md
+
+Each run trains through ``jaxretrieval.trainer.train_and_evaluate`` in ``<out>/<run name>/`` (resumed
+from its checkpoints when interrupted), or, for LSH / PCA-ITQ, fits the hash on pixels or on the
+comparison's backbone with its initial (untrained) weights. Then the run is evaluated once here:
+the method's own retrieval rule and metrics (mAP over all for protocol I, mAP@1000 for II,
+precision@1000, precision within Hamming radius 2, tie-aware mAP), and for the listwise study also
+the real-valued (cosine) mAP over all and mAP@1000 of both methods. One JSON line per run goes to
+``<out>/results.jsonl`` with the training time, the hardware and the command; a run already there is
+skipped (delete its line to rerun it). ``--report`` turns those lines into the tables (mean and
+sample standard deviation over seeds), precision-recall curves and retrieval grids of the doc's
+generated section (between the two ``GENERATED`` markers; the rest of the doc is left as it is).
+
+``--tiny`` is the smoke size for the test suite: a symlinked subset of the image folders (16 train and
+4 test images per class) in ``<out>/tiny_data``, a 2-step budget and small widths; its records are
+labelled ``tiny-<budget>`` and the report marks them as smoke runs, never as results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import re
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import study_configs  # noqa: E402  (a sibling file, run as a script)
+
+RESULTS_FILENAME = "results.jsonl"
+STUDY_EVAL_FILENAME = "study_eval.npz"
+GENERATED_BEGIN = "<!-- GENERATED RESULTS BEGIN (benchmarks/reproduce.py --report) -->"
+GENERATED_END = "<!-- GENERATED RESULTS END -->"
+GRID_QUERIES = 3
+GRID_RESULTS = 8
+# Queries encoded per chunk when ranking real-valued descriptors by cosine similarity.
+COSINE_CHUNK = 500
+
+
+# ---------------------------------------------------------------------------------------------------
+# Environment
+
+
+def hardware() -> dict:
+    """What the run ran on: device kind and count, CPU count, load, library versions, git commit."""
+    import flax
+    import jax
+
+    devices = jax.devices()
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True,
+            cwd=study_configs.REPO_ROOT,
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                check=True, cwd=study_configs.REPO_ROOT,
+            ).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", True
+    return {
+        "platform": devices[0].platform,
+        "device_kind": devices[0].device_kind,
+        "num_devices": len(devices),
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "python": platform.python_version(),
+        "jax": jax.__version__,
+        "flax": flax.__version__,
+        "git_commit": commit + ("+local changes" if dirty else ""),
+    }
+
+
+def hardware_label(record: dict) -> str:
+    """E.g. ``"cpu x1 (2 cores, load 9.8)"`` or ``"NVIDIA H100 x1"``."""
+    machine = record["hardware"]
+    if machine["platform"] == "cpu":
+        return f"CPU, {machine['cpu_count']} cores, load {machine['load_average_1min']}"
+    return f"{machine['device_kind']} x{machine['num_devices']}"
+
+
+def make_tiny_image_folder(data_root: str | os.PathLike, out: str | os.PathLike) -> pathlib.Path:
+    """A symlinked subset of ``data_root/{train,test}/<class>/`` (no image is copied); its root.
+
+    The first :data:`study_configs.TINY_IMAGES_PER_CLASS` files (by name) of every class and split.
+    """
+    data_root, tiny_root = pathlib.Path(data_root).absolute(), pathlib.Path(out) / "tiny_data"
+    for split, count in study_configs.TINY_IMAGES_PER_CLASS.items():
+        split_dir = data_root / split
+        if not split_dir.is_dir():
+            raise FileNotFoundError(f"--data-root {data_root} has no {split}/ folder (expected <root>/{split}/<class>/*.jpg)")
+        for class_dir in sorted(path for path in split_dir.iterdir() if path.is_dir()):
+            target_dir = tiny_root / split / class_dir.name
+            target_dir.mkdir(parents=True, exist_ok=True)
+            for image in sorted(class_dir.iterdir())[:count]:
+                link = target_dir / image.name
+                if not link.exists():
+                    link.symlink_to(image)
+    return tiny_root
+
+
+def study_command(*, study, bits, protocols, seeds, budget, data_root, out, tiny) -> str:
+    """The ``reproduce.py`` command line that runs these settings."""
+    parts = [
+        "python", "benchmarks/reproduce.py", "--study", study,
+        "--bits", ",".join(str(value) for value in bits),
+        "--protocol", ",".join(protocols),
+        "--seeds", ",".join(str(value) for value in seeds),
+        "--budget", budget, "--data-root", str(data_root), "--out", str(out),
+    ]
+    return " ".join(shlex.quote(part) for part in parts + (["--tiny"] if tiny else []))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Evaluation (shared by trained and classic runs)
+
+
+def _cosine_metrics(query, database, query_labels, database_labels, *, top_k: int | None, precision_at: int) -> dict:
+    """Real-valued retrieval by cosine similarity (descending; ties by ascending index), full ranking.
+
+    mAP over the whole database, mAP@``top_k`` (DeepHash AP@k) and precision@``precision_at``, over
+    query chunks (each query's AP depends on its own ranking only, so the chunk means average exactly).
+    """
+    from jaxretrieval import metrics
+
+    def unit(values):
+        values = np.asarray(values, np.float32)
+        return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+
+    query, database = unit(query), unit(database)
+    sums = {"cosine_mAP": 0.0, f"cosine_precision@{precision_at}": 0.0}
+    if top_k is not None:
+        sums[f"cosine_mAP@{top_k}"] = 0.0
+    for start in range(0, len(query), COSINE_CHUNK):
+        rows = slice(start, start + COSINE_CHUNK)
+        ranked = np.argsort(-(query[rows] @ database.T), axis=1, kind="stable")
+        count = len(ranked)
+        labels = query_labels[rows]
+        sums["cosine_mAP"] += count * metrics.ranked_mean_average_precision(ranked, labels, database_labels)
+        sums[f"cosine_precision@{precision_at}"] += count * metrics.precision_at_k(
+            ranked, labels, database_labels, k=precision_at
+        )
+        if top_k is not None:
+            sums[f"cosine_mAP@{top_k}"] += count * metrics.ranked_mean_average_precision(
+                ranked, labels, database_labels, top_k=top_k
+            )
+    return {name: total / len(query) for name, total in sums.items()}
+
+
+def _hash_evaluation():
+    """The hash methods' evaluation (sign codes, Hamming ranking, ties by index): also the classic hashes'."""
+    from jaxretrieval import methods
+
+    return methods.get_method("csq").evaluate
+
+
+def _save_study_eval(path: pathlib.Path, evaluation, label: str, query, database, data) -> None:
+    """Curves (renamed after the run) and the first queries' top results with their images."""
+    curve_names, arrays = [], {}
+    for position, (name, (recall, precision)) in enumerate(evaluation.pr_curves.items()):
+        suffix = name.rsplit(" ", 1)[-1] if len(evaluation.pr_curves) > 1 else ""
+        curve_names.append(f"{label} {suffix}".strip())
+        arrays[f"recall_{position}"] = np.asarray(recall, np.float64)
+        arrays[f"precision_{position}"] = np.asarray(precision, np.float64)
+    rows = np.linspace(0, len(query.indices) - 1, GRID_QUERIES).round().astype(int)
+    top = np.asarray(evaluation.top_indices)[rows, :GRID_RESULTS]
+    query_images = np.stack([data.query.source[int(query.indices[row])]["image"] for row in rows])
+    blank = np.zeros_like(query_images[0])
+    result_images = np.stack(
+        [np.stack([data.database.source[int(database.indices[j])]["image"] if j >= 0 else blank for j in row]) for row in top]
+    )
+    correct = ((query.labels[rows][:, None, :] * database.labels[np.maximum(top, 0)]).sum(-1) > 0) & (top >= 0)
+    np.savez_compressed(
+        path, curve_names=np.asarray(curve_names), query_images=query_images, result_images=result_images,
+        correct=correct, query_rows=rows, **arrays,
+    )
+
+
+def _evaluate_listwise(spec, evaluation, query, database) -> dict:
+    """Listwise study: cosine metrics of both methods, and the sign codes' Hamming metrics as ``binary_*``."""
+    config = spec.config
+    top_k = int(config.eval.top_k) or None
+    representations = (query.representations, database.representations)
+    if spec.method == "triplet":
+        # The triplet loss compares tanh(logits); rank those real values.
+        representations = tuple(np.tanh(values) for values in representations)
+    results = _cosine_metrics(
+        *representations, query.labels, database.labels, top_k=top_k, precision_at=int(config.eval.precision_at)
+    )
+    for name, value in evaluation.metrics.items():
+        if spec.method == "map_q" and name.startswith("binary_"):
+            results[name] = value
+        elif spec.method == "triplet":
+            results["binary_" + name] = value
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------
+# Runs
+
+
+def run_trained(spec, workdir: pathlib.Path) -> dict:
+    """Trains ``spec.config`` in ``workdir`` (resuming), then evaluates it; the record's measured part."""
+    import jax
+
+    from jaxretrieval import data as data_lib
+    from jaxretrieval import evaluate, trainer
+
+    resumed = (workdir / "checkpoints").is_dir()
+    start = time.perf_counter()
+    trainer.train_and_evaluate(spec.config, workdir)
+    train_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    trained = trainer.restore_trained_model(workdir)
+    data = data_lib.build_retrieval_data(trained.config.data, workdir=str(workdir))
+    encoder = evaluate.Encoder(trained.config, trained.method, trained.eval_graphdef, trained.mesh)
+    query = encoder.encode(trained.state, data.query)
+    database = encoder.encode(trained.state, data.database)
+    evaluation = trained.method.evaluate(
+        query.representations, database.representations, query.labels, database.labels,
+        trained.model, jax.device_get(trained.state.extras), trained.config,
+    )
+    metrics = dict(evaluation.metrics)
+    if spec.study == "listwise":
+        metrics = _evaluate_listwise(spec, evaluation, query, database)
+    _save_study_eval(workdir / STUDY_EVAL_FILENAME, evaluation, spec.label, query, database, data)
+    return {
+        "metrics": metrics,
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - start,
+        "seconds_per_step": _seconds_per_step(workdir),
+        "resumed": resumed,
+        "num_queries": len(query.indices),
+        "num_database": len(database.indices),
+    }
+
+
+def _seconds_per_step(workdir: pathlib.Path) -> float | None:
+    """Median step time from the trainer's ``metrics.jsonl`` windows, the first (compilation) left out."""
+    path = workdir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    rates = [json.loads(line).get("steps_per_second") for line in path.read_text().splitlines() if line.strip()]
+    rates = [rate for rate in rates[1:] or rates if rate]
+    return float(1.0 / np.median(rates)) if rates else None
+
+
+def _features(spec, subset, feature_fn) -> tuple:
+    """``feature_fn`` over every example of ``subset``: (features, labels, Encoded-like indices)."""
+    from jaxretrieval import data as data_lib
+
+    features, labels, indices = [], [], []
+    for batch in data_lib.eval_batches(
+        subset, global_batch_size=int(spec.config.eval_batch_size), shard_index=0, shard_count=1
+    ):
+        mask = np.asarray(batch["mask"], bool)
+        features.append(np.asarray(feature_fn(batch["image"]))[mask])
+        labels.append(batch["label"][mask])
+        indices.append(batch["index"][mask])
+    return np.concatenate(features), np.concatenate(labels), np.concatenate(indices)
+
+
+def _feature_fn(spec):
+    """Pixels in [0, 1], or the comparison's backbone at its initial weights, average-pooled."""
+    import jax
+    from flax import nnx
+
+    from jaxretrieval import methods, models
+
+    config = spec.config
+    if spec.features == "pixels":
+        return lambda images: methods.model_input(images, config).reshape(len(images), -1)
+    model_key = jax.random.key(spec.seed)
+    model = models.build_model(config.model, rngs=nnx.Rngs(params=model_key, dropout=model_key))
+    model.eval()
+    graphdef, state = nnx.split(model.backbone)
+
+    @jax.jit
+    def backbone_features(images):
+        feature_map = nnx.merge(graphdef, state)(methods.model_input(images, config))
+        return feature_map.mean(axis=(1, 2))
+
+    return backbone_features
+
+
+class _Encoded:
+    """The fields of :class:`jaxretrieval.evaluate.Encoded` that the evaluation reads."""
+
+    def __init__(self, representations, labels, indices):
+        self.representations, self.labels, self.indices = representations, labels, indices
+
+
+def run_classic(spec, workdir: pathlib.Path) -> dict:
+    """Fits LSH or PCA-ITQ on the training split's features (at most 10,000 of them) and evaluates."""
+    import jax
+
+    from jaxretrieval import classic_hashing
+    from jaxretrieval import data as data_lib
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    data = data_lib.build_retrieval_data(spec.config.data, workdir=str(workdir))
+    feature_fn = _feature_fn(spec)
+    fit_key, draw_key = jax.random.split(jax.random.key(spec.seed))
+    train_rows = np.sort(np.asarray(jax.random.permutation(draw_key, len(data.train)))[:10_000])
+    fit_subset = data_lib.Subset(data.train.source, data.train.indices[train_rows])
+    train_features, _, _ = _features(spec, fit_subset, feature_fn)
+    if spec.method == "lsh":
+        linear_hash = classic_hashing.lsh_fit(
+            fit_key, train_features.shape[1], spec.num_bits, center=train_features.mean(axis=0)
+        )
+    else:
+        linear_hash = classic_hashing.itq_fit(train_features, spec.num_bits, key=fit_key)
+    train_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    project = jax.jit(linear_hash.project)
+    encoded = []
+    for subset in (data.query, data.database):
+        projections, labels, indices = _features(spec, subset, lambda images: project(feature_fn(images)))
+        encoded.append(_Encoded(projections, labels, indices))
+    query, database = encoded
+    evaluation = _hash_evaluation()(
+        query.representations, database.representations, query.labels, database.labels, None, None, spec.config
+    )
+    _save_study_eval(workdir / STUDY_EVAL_FILENAME, evaluation, spec.label, query, database, data)
+    return {
+        "metrics": dict(evaluation.metrics),
+        "train_seconds": train_seconds,
+        "eval_seconds": time.perf_counter() - start,
+        "seconds_per_step": None,
+        "resumed": False,
+        "num_queries": len(query.indices),
+        "num_database": len(database.indices),
+        "num_fit_examples": len(train_features),
+    }
+
+
+class _StepClock:
+    """Samples the process's CPU time (user + system, all threads) each time the trainer logs a step.
+
+    CPU seconds per step barely depend on other processes sharing the machine, unlike wall time; on
+    an idle machine with ``c`` cores a step's wall time lies between ``cpu / c`` (perfectly
+    parallel) and ``cpu`` (one thread).
+    """
+
+    def __init__(self, metrics_path: pathlib.Path):
+        import threading
+
+        self.samples: list[tuple[int, float, float]] = []  # (step, cpu seconds, wall seconds)
+        self._path, self._stop = metrics_path, threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        seen = 0
+        while not self._stop.wait(0.2):
+            lines = self._path.read_text().splitlines() if self._path.exists() else []
+            if len(lines) > seen:
+                cpu, wall = sum(os.times()[:2]), time.perf_counter()
+                self.samples.extend((json.loads(line)["step"], cpu, wall) for line in lines[seen:])
+                seen = len(lines)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def per_step(self) -> tuple[float | None, float | None]:
+        """(CPU seconds, wall seconds) per step from the first logged step (compilation done) to the last."""
+        if len(self.samples) < 2:
+            return None, None
+        (first_step, first_cpu, first_wall), (last_step, last_cpu, last_wall) = self.samples[0], self.samples[-1]
+        steps = last_step - first_step
+        return (last_cpu - first_cpu) / steps, (last_wall - first_wall) / steps
+
+
+def measure_step_times(args) -> list[dict]:
+    """Trains each trained method of the study (first bits / protocol / seed) for ``--measure-steps``
+    steps of the budget, without evaluation, and appends CPU and wall seconds per step (after the
+    first logged step, which holds the compilation) to ``<out>/step_times.jsonl``.
+
+    The step time depends on the model and batch, not on the data set's size, so ``--data-root`` may
+    be any image folder of the same image size with at least one batch of training images.
+    """
+    from jaxretrieval import trainer
+
+    out = pathlib.Path(args.out) / "step_times"
+    runs = study_configs.study_runs(
+        args.study, bits=args.bits[:1], protocols=args.protocol[:1], seeds=args.seeds[:1], budget=args.budget,
+        data_root=args.data_root, methods=args.methods,
+    )
+    machine = hardware()
+    measured = []
+    for spec in (run for run in runs if run.kind == "trained"):
+        config = spec.config.copy_and_resolve_references()
+        config.unlock()
+        config.num_steps = int(args.measure_steps)
+        config.log_every_steps = max(1, args.measure_steps // 4)
+        config.checkpoint_every_steps = 10 * config.num_steps
+        config.schedule.warmup_steps = 0
+        workdir = out / spec.name
+        start = time.perf_counter()
+        with _StepClock(workdir / "metrics.jsonl") as clock:
+            trainer.train_and_evaluate(config, workdir)
+            time.sleep(0.5)  # let the watcher see the last line
+        cpu_per_step, wall_per_step = clock.per_step()
+        record = {
+            "name": spec.name, "method": spec.method, "batch_size": int(config.batch_size),
+            "backbone": config.model.backbone, "steps": config.num_steps,
+            "cpu_seconds_per_step": cpu_per_step, "wall_seconds_per_step": wall_per_step,
+            "total_wall_seconds": time.perf_counter() - start,
+            "hardware": machine, "load_average_1min_after": round(os.getloadavg()[0], 2),
+        }
+        with open(pathlib.Path(args.out) / "step_times.jsonl", "a") as times_file:
+            times_file.write(json.dumps(record) + "\n")
+        print(f"{spec.name}: {cpu_per_step:.3f} CPU s/step, {wall_per_step:.3f} wall s/step at batch "
+              f"{record['batch_size']} (load {record['load_average_1min_after']})", flush=True)
+        measured.append(record)
+    return measured
+
+
+def read_records(out: str | os.PathLike) -> list[dict]:
+    path = pathlib.Path(out) / RESULTS_FILENAME
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def run_study(args) -> list[dict]:
+    """Runs every run of the arguments not yet in ``<out>/results.jsonl``; returns the new records."""
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data_root = str(make_tiny_image_folder(args.data_root, out)) if args.tiny else args.data_root
+    runs = study_configs.study_runs(
+        args.study, bits=args.bits, protocols=args.protocol, seeds=args.seeds, budget=args.budget,
+        data_root=data_root, tiny=args.tiny, methods=args.methods,
+    )
+    done = {record["name"] for record in read_records(out)}
+    machine = hardware()
+    new_records = []
+    for spec in runs:
+        if spec.name in done:
+            print(f"{spec.name}: already in {out / RESULTS_FILENAME}, skipped (delete its line to rerun)", flush=True)
+            continue
+        print(f"{spec.name}: running", flush=True)
+        workdir = out / spec.name
+        measured = run_classic(spec, workdir) if spec.kind == "classic" else run_trained(spec, workdir)
+        record = {
+            "name": spec.name,
+            "study": spec.study,
+            "method": spec.method,
+            "features": spec.features,
+            "label": spec.label,
+            "num_bits": spec.num_bits,
+            "protocol": spec.protocol,
+            "seed": spec.seed,
+            "budget": spec.budget,
+            "tiny": bool(args.tiny),
+            "backbone": spec.config.model.backbone,
+            "batch_size": int(spec.config.batch_size),
+            "num_steps": int(spec.config.num_steps) if spec.kind == "trained" else 0,
+            **measured,
+            "hardware": machine,
+            "workdir": str(workdir),
+            "data_root": str(args.data_root),
+            "out": str(args.out),
+            "command": study_command(
+                study=spec.study, bits=[spec.num_bits], protocols=[spec.protocol], seeds=[spec.seed],
+                budget=args.budget, data_root=args.data_root, out=args.out, tiny=args.tiny,
+            ),
+            "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        with open(out / RESULTS_FILENAME, "a") as results_file:
+            results_file.write(json.dumps(record) + "\n")
+        summary = "  ".join(f"{name} {value:.4f}" for name, value in record["metrics"].items())
+        print(f"{spec.name}: {summary}  (train {record['train_seconds']:.0f} s)", flush=True)
+        new_records.append(record)
+    return new_records
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+
+
+# Column order of the tables; "@k" stands for any cut-off, binarised ("binary_") metrics come last.
+_METRIC_ORDER = (
+    "mAP", "mAP@k", "cosine_mAP", "cosine_mAP@k", "precision@k", "cosine_precision@k",
+    "precision_within_radius_k", "tie_aware_mAP", "tie_aware_mAP@k",
+)
+
+
+def _metric_columns(records) -> list[str]:
+    names = {name for record in records for name in record["metrics"]}
+
+    def order(name):
+        base = re.sub(r"(@|_radius_)\d+$", r"\1k", name.removeprefix("binary_"))
+        rank = _METRIC_ORDER.index(base) if base in _METRIC_ORDER else len(_METRIC_ORDER)
+        return (name.startswith("binary_"), rank, name)
+
+    return sorted(names, key=order)
+
+
+def mean_and_spread(values) -> str:
+    """``"0.512 ± 0.010 (n=2)"``: mean and sample standard deviation over seeds (n=1: no spread)."""
+    values = np.asarray(values, np.float64)
+    if len(values) == 1:
+        return f"{values[0]:.3f} (n=1)"
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f} (n={len(values)})"
+
+
+def _method_order(record) -> tuple:
+    methods = (*study_configs.SUPERVISED_METHODS, "spq", "map_q", *study_configs.CLASSIC_METHODS)
+    return (record["num_bits"], methods.index(record["method"]) if record["method"] in methods else 99, record["label"])
+
+
+def _table(records) -> list[str]:
+    columns = _metric_columns(records)
+    header = ["bits", "method", *columns, "train time (s)", "hardware"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    groups: dict[tuple, list[dict]] = {}
+    for record in sorted(records, key=_method_order):
+        groups.setdefault((record["num_bits"], record["label"]), []).append(record)
+    for (num_bits, label), group in groups.items():
+        cells = [str(num_bits), label]
+        for column in columns:
+            values = [record["metrics"][column] for record in group if column in record["metrics"]]
+            cells.append(mean_and_spread(values) if values else "n/a")
+        cells.append(f"{np.mean([record['train_seconds'] for record in group]):.0f}")
+        cells.append("; ".join(sorted({hardware_label(record) for record in group})))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _figures(records, out: pathlib.Path, figure_dir: pathlib.Path, stem: str, doc_dir: pathlib.Path) -> list[str]:
+    """PR curves and a retrieval grid (first seed of each method) for one bits setting; markdown lines.
+
+    Each run's saved evaluation is read from ``<out>/<run name>/`` (so runs made on another machine
+    and copied into ``out`` with their results lines work too).
+    """
+    from jaxretrieval import plots
+
+    first_seed = min(record["seed"] for record in records)
+    runs = [record for record in sorted(records, key=_method_order) if record["seed"] == first_seed]
+    curves, query_images, result_images, correct, titles = {}, [], [], [], []
+    for record in runs:
+        path = out / record["name"] / STUDY_EVAL_FILENAME
+        if not path.exists():
+            continue
+        with np.load(path) as saved:
+            for position, name in enumerate(saved["curve_names"].tolist()):
+                curves[name] = (saved[f"recall_{position}"], saved[f"precision_{position}"])
+            query_images.append(saved["query_images"])
+            result_images.append(saved["result_images"])
+            correct.append(saved["correct"])
+            titles.append(record["label"])
+    if not curves:
+        return ["(figures missing: the runs' study_eval.npz files are not in their workdirs)"]
+    pr_path = plots.plot_precision_recall(curves, figure_dir / f"{stem}_pr.png")
+    # Rows: every query with each method's top results under it, methods in table order.
+    order = [(query, method) for query in range(len(query_images[0])) for method in range(len(titles))]
+    grid_path = plots.plot_retrieval_grid(
+        np.stack([query_images[method][query] for query, method in order]),
+        np.stack([result_images[method][query] for query, method in order]),
+        np.stack([correct[method][query] for query, method in order]),
+        figure_dir / f"{stem}_grid.png",
+        titles=[titles[method] for _, method in order],
+    )
+    relative = [os.path.relpath(path, doc_dir) for path in (pr_path, grid_path)]
+    return [
+        f"![precision-recall, {stem}]({relative[0]}) ![retrieval grid, {stem}]({relative[1]})",
+        "",
+        f"Figures: seed {first_seed}; the grid shows {len(query_images[0])} queries (first column) and each "
+        "method's top results, framed green when they share the query's class.",
+    ]
+
+
+def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path) -> str:
+    """The generated markdown: one section per (study, protocol, budget), tables then figures."""
+    figure_dir = doc_dir / "results"
+    if not records:
+        return "No run recorded yet: **NOT YET RUN**.\n"
+    lines = []
+    sections: dict[tuple, list[dict]] = {}
+    for record in records:
+        sections.setdefault((record["study"], record["protocol"], record["budget"]), []).append(record)
+    for (study, protocol, budget), section in sorted(sections.items()):
+        lines.append(f"### {study}, protocol {protocol}, budget {budget}")
+        lines.append("")
+        if any(record["tiny"] for record in section):
+            lines.append("**TINY SMOKE RUN (a few steps on a few hundred images): not a result, checks only that "
+                         "the pipeline runs.**")
+            lines.append("")
+        lines.extend(_table(section))
+        lines.append("")
+        bits = sorted({record["num_bits"] for record in section})
+        seeds = sorted({record["seed"] for record in section})
+        first = section[0]
+        command = study_command(
+            study=study, bits=bits, protocols=[protocol], seeds=seeds, budget=budget.removeprefix("tiny-"),
+            data_root=first["data_root"], out=first["out"], tiny=first["tiny"],
+        )
+        lines.append(f"Command: `{command}`")
+        lines.append("")
+        lines.append(
+            f"Backbone {first['backbone']}, batch {first['batch_size']}, {first['num_steps'] or 'n/a'} steps for "
+            "every trained method; mean ± sample standard deviation over seeds; train time includes data "
+            "loading and compilation (classic hashes: feature extraction and fitting)."
+        )
+        lines.append("")
+        for num_bits in bits:
+            stem = f"{study}_{protocol}_{budget}_{num_bits}b"
+            bits_records = [record for record in section if record["num_bits"] == num_bits]
+            lines.extend(_figures(bits_records, out, figure_dir, stem, doc_dir))
+            lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(out: str | os.PathLike, doc: str | os.PathLike) -> pathlib.Path:
+    """Replaces the generated section of ``doc`` (appending markers if it has none) from ``<out>``'s records."""
+    doc = pathlib.Path(doc)
+    generated = render_report(read_records(out), pathlib.Path(out), doc.parent)
+    text = doc.read_text() if doc.exists() else ""
+    if GENERATED_BEGIN in text and GENERATED_END in text:
+        before, rest = text.split(GENERATED_BEGIN, 1)
+        after = rest.split(GENERATED_END, 1)[1]
+    else:
+        before, after = text + ("\n" if text else ""), "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(before + GENERATED_BEGIN + "\n\n" + generated + "\n" + GENERATED_END + after)
+    return doc
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(value) for value in text.split(",") if value.strip()]
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", choices=study_configs.STUDIES)
+    parser.add_argument("--bits", type=_int_list, default=list(study_configs.BITS))
+    parser.add_argument("--protocol", type=lambda text: text.split(","), default=["II"])
+    parser.add_argument("--seeds", type=_int_list, default=[0, 1])
+    parser.add_argument("--methods", type=lambda text: text.split(","), default=None,
+                        help="only these methods of the study (e.g. csq or lsh,itq)")
+    parser.add_argument("--budget", default="cpu20", choices=[name for name in study_configs.BUDGETS if name != "tiny"])
+    parser.add_argument("--data-root", default="../shared/data/cifar10")
+    parser.add_argument("--out", default="runs/study")
+    parser.add_argument("--tiny", action="store_true", help="smoke size for tests (not a result)")
+    parser.add_argument("--report", action="store_true", help="render --doc from <out>/results.jsonl and stop")
+    parser.add_argument("--doc", default=str(study_configs.REPO_ROOT / "docs" / "results.md"))
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
+    parser.add_argument("--measure-steps", type=int, default=0,
+                        help="measure seconds per training step over this many steps (no evaluation) and stop")
+    args = parser.parse_args(argv)
+    if not args.report and args.study is None:
+        parser.error("--study is required (or --report)")
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    if args.report:
+        print(f"wrote {write_report(args.out, args.doc)}")
+        return
+    if args.dry_run:
+        for spec in study_configs.study_runs(
+            args.study, bits=args.bits, protocols=args.protocol, seeds=args.seeds, budget=args.budget,
+            data_root=args.data_root, tiny=args.tiny, methods=args.methods,
+        ):
+            print(spec.name)
+        return
+    if args.measure_steps:
+        measure_step_times(args)
+        return
+    run_study(args)
+
+
+if __name__ == "__main__":
+    main()

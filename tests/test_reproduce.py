@@ -1,0 +1,137 @@
+"""The reproduction-study harness (benchmarks/reproduce.py, benchmarks/study_configs.py), at tiny size."""
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = _load("reproduce")
+study_configs = reproduce.study_configs
+
+SHARED_SETTINGS = (
+    "model.backbone", "model.width", "model.dtype", "data.protocol", "data.seed", "data.image_size",
+    "batch_size", "num_steps", "eval.top_k", "eval.precision_at", "seed",
+)
+
+
+def _value(config, dotted: str):
+    for key in dotted.split("."):
+        config = config[key]
+    return config
+
+
+@pytest.mark.parametrize("budget", ["cpu20", "gpu"])
+def test_every_comparison_gives_its_methods_the_same_backbone_and_budget(budget):
+    expected_methods = {
+        "supervised": ["csq", "pairwise", "triplet"],
+        "unsupervised": ["spq", "lsh", "lsh", "itq", "itq"],
+        "listwise": ["map_q", "triplet"],
+    }
+    for study, methods in expected_methods.items():
+        protocols = ("II",) if study == "unsupervised" else ("I", "II")
+        runs = study_configs.study_runs(study, protocols=protocols, seeds=(0, 1), budget=budget)
+        assert len(runs) == 3 * len(protocols) * 2 * len(methods)
+        assert len({run.name for run in runs}) == len(runs)
+        comparisons = {}
+        for run in runs:
+            comparisons.setdefault((run.num_bits, run.protocol, run.seed), []).append(run)
+        for (num_bits, protocol, seed), group in comparisons.items():
+            assert [run.method for run in group] == methods
+            for setting in SHARED_SETTINGS:
+                assert len({_value(run.config, setting) for run in group}) == 1, (study, setting)
+            config = group[0].config
+            assert config.data.protocol == {"I": "cifar10_I", "II": "cifar10_II"}[protocol]
+            assert config.eval.top_k == (0 if protocol == "I" else 1000)  # I: mAP over all; II: mAP@1000
+            assert config.seed == config.data.seed == seed
+            assert config.num_steps == study_configs.BUDGETS[budget].steps[study]
+            trained = [run for run in group if run.kind == "trained"]
+            assert all(not run.config.evaluate_at_end for run in trained)
+            if study == "supervised":
+                assert {run.config.model.num_bits for run in group} == {num_bits}
+            elif study == "listwise":
+                assert group[0].config.model.descriptor_dim == group[1].config.model.num_bits == num_bits
+            else:
+                pq = config.model
+                assert pq.pq_num_books * np.log2(pq.pq_num_words) == num_bits
+
+
+def test_study_runs_reject_what_the_study_does_not_define():
+    with pytest.raises(ValueError, match="protocol II only"):
+        study_configs.study_runs("unsupervised", protocols=("I",))
+    with pytest.raises(ValueError, match="bits must be among"):
+        study_configs.study_runs("supervised", bits=(48,))
+    with pytest.raises(ValueError, match=r"methods \['spq'\] are not in the supervised study"):
+        study_configs.study_runs("supervised", methods=("spq",))
+    with pytest.raises(ValueError, match="budget must be one of"):
+        study_configs.study_runs("supervised", budget="tiny")
+
+
+def test_cosine_metrics_match_hand_computed_values_in_any_chunking(monkeypatch):
+    query = np.array([[1.0, 0.0], [0.0, 2.0]])
+    database = np.array([[1.0, 0.1], [0.0, 1.0], [1.0, -0.5], [-1.0, 0.0]])
+    query_labels = np.eye(2)[[0, 1]]
+    database_labels = np.eye(2)[[0, 0, 1, 1]]
+    # Query 0 ranks 0 (+), 2, 1 (+), 3: AP = (1 + 2/3) / 2, AP@2 = 1, P@2 = 1/2.
+    # Query 1 ranks 1, 0, 3 (+), 2 (+): AP = (1/3 + 2/4) / 2, AP@2 = 0, P@2 = 0.
+    expected = {"cosine_mAP": 0.625, "cosine_mAP@2": 0.5, "cosine_precision@2": 0.25}
+    for chunk in (1, 500):
+        monkeypatch.setattr(reproduce, "COSINE_CHUNK", chunk)
+        results = reproduce._cosine_metrics(query, database, query_labels, database_labels, top_k=2, precision_at=2)
+        assert results == pytest.approx(expected, abs=1e-12)
+
+
+def test_mean_and_spread_is_mean_and_sample_standard_deviation():
+    assert reproduce.mean_and_spread([0.5, 0.6]) == "0.550 ± 0.071 (n=2)"
+    assert reproduce.mean_and_spread([0.25]) == "0.250 (n=1)"
+
+
+def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar10_root, tmp_path):
+    out = tmp_path / "study"
+    common = ["--bits", "16", "--protocol", "II", "--seeds", "0", "--tiny", "--data-root", str(cifar10_root), "--out", str(out)]
+    reproduce.main(["--study", "supervised", "--methods", "csq", *common])
+    reproduce.main(["--study", "unsupervised", "--methods", "itq", *common])
+    records = reproduce.read_records(out)
+    assert [record["name"] for record in records] == [
+        "supervised-csq-16b-II-s0-tiny-cpu20",
+        "unsupervised-itq_pixels-16b-II-s0-tiny-cpu20",
+        "unsupervised-itq_backbone-16b-II-s0-tiny-cpu20",
+    ]
+    tiny = study_configs.TINY_IMAGES_PER_CLASS
+    for record in records:
+        assert record["tiny"] and record["budget"] == "tiny-cpu20"
+        assert (record["num_queries"], record["num_database"]) == (10 * tiny["test"], 10 * tiny["train"])
+        assert {"mAP@50", "mAP", "tie_aware_mAP@50", "precision@20", "precision_within_radius_2"} == set(record["metrics"])
+        assert all(0.0 <= value <= 1.0 for value in record["metrics"].values())
+        assert record["train_seconds"] > 0 and record["hardware"]["cpu_count"] >= 1
+        assert "--tiny" in record["command"] and f"--study {record['study']}" in record["command"]
+    assert records[0]["num_steps"] == study_configs.BUDGETS["tiny"].steps["supervised"]
+    assert records[1]["num_fit_examples"] == 10 * tiny["train"]
+
+    reproduce.main(["--study", "supervised", "--methods", "csq", *common])  # already done: skipped
+    assert len(reproduce.read_records(out)) == 3
+
+    doc = tmp_path / "docs" / "results.md"
+    doc.parent.mkdir()
+    doc.write_text("# Results\n\nHand-written design.\n")
+    reproduce.main(["--report", "--out", str(out), "--doc", str(doc)])
+    text = doc.read_text()
+    assert text.startswith("# Results\n\nHand-written design.\n")
+    assert text.count("TINY SMOKE RUN") == 2
+    assert "| 16 | csq | 0." in text and "| 16 | itq (backbone) | 0." in text and "| 16 | itq (pixels) | 0." in text
+    for stem in ("supervised_II_tiny-cpu20_16b", "unsupervised_II_tiny-cpu20_16b"):
+        for suffix in ("pr", "grid"):
+            path = doc.parent / "results" / f"{stem}_{suffix}.png"
+            assert path.read_bytes()[:4] == b"\x89PNG"
+            assert f"(results/{stem}_{suffix}.png)" in text
+    reproduce.main(["--report", "--out", str(out), "--doc", str(doc)])
+    assert doc.read_text() == text  # the generated section is replaced, not appended

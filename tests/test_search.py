@@ -1,0 +1,328 @@
+"""Tests of jaxretrieval.search: packing, exact Hamming / PQ k-NN, range search, sharded search."""
+import faiss
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxretrieval import search
+
+
+def _random_codes(rng, count, num_bits, ones=0.5):
+    return np.where(rng.random((count, num_bits)) < ones, 1, -1).astype(np.int8)
+
+
+def _brute_hamming(queries, database, k, num_bits):
+    """Reference: numpy popcount + stable argsort on (distance, index), -1 / num_bits + 1 padding."""
+    distances = np.bitwise_count(queries[:, None, :] ^ database[None, :, :]).sum(-1)
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    sorted_distances = np.take_along_axis(distances, order, axis=1)
+    pad = k - order.shape[1]
+    return (
+        np.pad(sorted_distances, ((0, 0), (0, pad)), constant_values=num_bits + 1),
+        np.pad(order, ((0, 0), (0, pad)), constant_values=-1),
+    )
+
+
+def _brute_pq(queries, codes, codebooks, k, distance):
+    """Reference ADC: per-book distances summed over books in order, stable argsort."""
+    num_books, _, word_dim = codebooks.shape
+    parts = queries.reshape(len(queries), num_books, 1, word_dim)
+    tables = ((parts - codebooks[None]) ** 2).sum(-1)
+    if distance == "spq":
+        tables = np.sqrt(tables)
+    distances = np.zeros((len(queries), len(codes)), np.float32)
+    for book in range(num_books):
+        distances = distances + tables[:, book, :][:, codes[:, book]]
+    order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(distances, order, axis=1), order
+
+
+# --------------------------------------------------------------------------------------- packing
+
+
+@pytest.mark.parametrize("num_bits", [1, 12, 48, 64])
+def test_pack_codes_matches_numpy_packbits_and_unpack_inverts(num_bits):
+    rng = np.random.default_rng(num_bits)
+    codes = rng.normal(size=(7, num_bits)).astype(np.float32)
+    packed = search.pack_codes(codes)
+    assert packed.dtype == jnp.uint8
+    np.testing.assert_array_equal(packed, np.packbits(codes >= 0, axis=1))
+    np.testing.assert_array_equal(search.unpack_codes(packed, num_bits), np.where(codes >= 0, 1, -1))
+    np.testing.assert_array_equal(jax.jit(search.pack_codes)(codes), packed)
+
+
+def test_pack_codes_rejects_nan_and_bad_shapes():
+    with pytest.raises(ValueError, match="NaN"):
+        search.pack_codes(np.array([[1.0, np.nan]]))
+    with pytest.raises(ValueError, match=r"\[n, num_bits\]"):
+        search.pack_codes(np.ones(5))
+
+
+def test_hamming_distance_is_symmetric_and_counts_differing_bits():
+    rng = np.random.default_rng(0)
+    a = search.pack_codes(_random_codes(rng, 5, 40))
+    b = search.pack_codes(_random_codes(rng, 9, 40))
+    distances = np.asarray(search.hamming_distance(a, b))
+    np.testing.assert_array_equal(distances, np.asarray(search.hamming_distance(b, a)).T)
+    np.testing.assert_array_equal(
+        distances, np.bitwise_count(np.asarray(a)[:, None] ^ np.asarray(b)[None]).sum(-1)
+    )
+    assert distances.dtype == np.int32
+
+
+# ----------------------------------------------------------------------------------- hamming k-NN
+
+
+@hypothesis.settings(max_examples=12)
+@hypothesis.given(
+    seed=st.integers(0, 2**31 - 1),
+    num_database=st.sampled_from([1, 70, 300]),
+    num_bits=st.sampled_from([16, 64]),
+    k=st.sampled_from([1, 10, 500]),
+    ones=st.sampled_from([0.5, 0.95]),
+)
+def test_hamming_knn_equals_brute_force(seed, num_database, num_bits, k, ones):
+    rng = np.random.default_rng(seed)
+    # ones=0.95 makes many codes identical: heavy ties exercise the index tie order.
+    database = np.packbits(_random_codes(rng, num_database, num_bits, ones) >= 0, axis=1)
+    queries = np.packbits(_random_codes(rng, 5, num_bits, ones) >= 0, axis=1)
+    distances, indices = search.hamming_knn(queries, database, k)
+    expected_distances, expected_indices = _brute_hamming(queries, database, k, num_bits)
+    np.testing.assert_array_equal(distances, expected_distances)
+    np.testing.assert_array_equal(indices, expected_indices)
+    assert distances.dtype == jnp.int32 and indices.dtype == jnp.int32
+
+
+def test_hamming_knn_blocks_and_superblocks_on_a_larger_database():
+    # 40,000 items: several chunks, super-block selection and sub-block refinement all run.
+    rng = np.random.default_rng(1)
+    database = rng.integers(0, 256, size=(40_000, 4), dtype=np.uint8)
+    queries = rng.integers(0, 256, size=(3, 4), dtype=np.uint8)
+    for k in (20, 700):
+        distances, indices = search.hamming_knn(queries, database, k)
+        expected_distances, expected_indices = _brute_hamming(queries, database, k, 32)
+        np.testing.assert_array_equal(distances, expected_distances)
+        np.testing.assert_array_equal(indices, expected_indices)
+
+
+def test_hamming_knn_equals_faiss_index_binary_flat():
+    rng = np.random.default_rng(2)
+    database = np.packbits(_random_codes(rng, 5000, 16) >= 0, axis=1)  # 16 bits: many ties
+    queries = np.packbits(_random_codes(rng, 20, 16) >= 0, axis=1)
+    index = faiss.IndexBinaryFlat(16)
+    index.add(database)
+    faiss_distances, faiss_indices = index.search(queries, 50)
+    distances, indices = search.hamming_knn(queries, database, 50)
+    np.testing.assert_array_equal(distances, faiss_distances)
+    np.testing.assert_array_equal(indices, faiss_indices)
+
+
+def test_hamming_knn_pads_when_k_exceeds_database():
+    database = search.pack_codes(np.array([[1, 1, 1, 1], [-1, 1, 1, 1]]))
+    distances, indices = search.hamming_knn(database[:1], database, 4, num_bits=4)
+    np.testing.assert_array_equal(distances, [[0, 1, 5, 5]])
+    np.testing.assert_array_equal(indices, [[0, 1, -1, -1]])
+
+
+def test_hamming_knn_rejects_bad_input_with_clear_errors():
+    database = np.zeros((4, 8), np.uint8)
+    with pytest.raises(ValueError, match="k must be positive"):
+        search.hamming_knn(database, database, 0)
+    with pytest.raises(ValueError, match="k must be positive"):
+        search.hamming_knn(database, database, -3)
+    with pytest.raises(TypeError, match="k must be a Python int"):
+        search.hamming_knn(database, database, 2.0)
+    with pytest.raises(ValueError, match="database is empty"):
+        search.hamming_knn(database, database[:0], 1)
+    with pytest.raises(TypeError, match="queries must be packed uint8"):
+        search.hamming_knn(database.astype(np.int32), database, 1)
+    with pytest.raises(ValueError, match="same number of bytes"):
+        search.hamming_knn(database[:, :4], database, 1)
+    with pytest.raises(ValueError, match=r"database must have shape \[n, num_bytes\]"):
+        search.hamming_knn(database, database[0], 1)
+    with pytest.raises(ValueError, match="num_bits=70"):
+        search.hamming_knn(database, database, 1, num_bits=70)
+
+
+def test_hamming_knn_does_not_recompile_for_new_query_counts_in_a_bucket():
+    rng = np.random.default_rng(3)
+    database = rng.integers(0, 256, size=(100, 8), dtype=np.uint8)
+    search.hamming_knn(database[:9], database, 3)
+    before = search.trace_counts["hamming_knn"]
+    for count in (10, 13, 16):  # same bucket (16) as 9 queries
+        search.hamming_knn(database[:count], database, 3)
+    assert search.trace_counts["hamming_knn"] == before
+    search.hamming_knn(database[:17], database, 3)  # next bucket: one new compilation
+    assert search.trace_counts["hamming_knn"] == before + 1
+
+
+def test_search_temporary_memory_is_bounded():
+    # The prepared (index) path must not materialise anything near [queries, database].
+    database = jnp.zeros((200_000, 8), jnp.uint8)
+    planes, blocks = search.prepare_hamming_database(database)
+    queries = jnp.zeros((1024, 8), jnp.uint8)
+    compiled = search._hamming_knn_prepared_jit.lower(
+        queries, planes, blocks, 200_000, k=100, num_bits=64
+    ).compile()
+    analysis = compiled.memory_analysis()
+    if analysis is None:  # a backend without memory analysis: nothing to check against
+        pytest.fail("memory_analysis() unavailable on the CPU backend")
+    assert analysis.temp_size_in_bytes < database.nbytes
+
+
+# -------------------------------------------------------------------------------- range search
+
+
+def test_hamming_range_search_equals_brute_force_and_faiss():
+    rng = np.random.default_rng(4)
+    database = np.packbits(_random_codes(rng, 600, 16) >= 0, axis=1)
+    queries = np.packbits(_random_codes(rng, 7, 16) >= 0, axis=1)
+    radius = 4
+    lims, distances, indices = search.hamming_range_search(queries, database, radius)
+    brute = np.bitwise_count(queries[:, None] ^ database[None]).sum(-1)
+    for query in range(len(queries)):
+        expected = np.nonzero(brute[query] <= radius)[0]
+        np.testing.assert_array_equal(indices[lims[query] : lims[query + 1]], expected)
+        np.testing.assert_array_equal(distances[lims[query] : lims[query + 1]], brute[query, expected])
+    index = faiss.IndexBinaryFlat(16)
+    index.add(database)
+    faiss_lims, faiss_distances, faiss_indices = index.range_search(queries, radius + 1)
+    np.testing.assert_array_equal(lims, faiss_lims)
+    for query in range(len(queries)):
+        span = slice(lims[query], lims[query + 1])
+        order = np.argsort(faiss_indices[span])
+        np.testing.assert_array_equal(indices[span], faiss_indices[span][order])
+        np.testing.assert_array_equal(distances[span], faiss_distances[span][order])
+
+
+def test_hamming_range_search_rejects_negative_radius():
+    database = np.zeros((3, 2), np.uint8)
+    with pytest.raises(ValueError, match="radius must be >= 0"):
+        search.hamming_range_search(database, database, -1)
+
+
+# ------------------------------------------------------------------------------------------- PQ
+
+
+def _integer_pq_problem(seed, num_database, num_queries=6):
+    """Integer-valued codebooks and queries: every ADC sum is exact, so order is comparable bitwise."""
+    rng = np.random.default_rng(seed)
+    codebooks = rng.integers(-3, 4, size=(4, 16, 2)).astype(np.float32)
+    features = rng.integers(-3, 4, size=(num_database, 8)).astype(np.float32)
+    queries = rng.integers(-3, 4, size=(num_queries, 8)).astype(np.float32)
+    return codebooks, features, queries
+
+
+def test_pq_encode_picks_the_nearest_codeword_per_book():
+    rng = np.random.default_rng(5)
+    codebooks = rng.normal(size=(4, 16, 3)).astype(np.float32)
+    features = rng.normal(size=(50, 12)).astype(np.float32)
+    codes = np.asarray(search.pq_encode(features, codebooks))
+    expected = ((features.reshape(50, 4, 1, 3) - codebooks[None]) ** 2).sum(-1).argmin(-1)
+    np.testing.assert_array_equal(codes, expected)
+    assert codes.dtype == np.int32
+
+
+@pytest.mark.parametrize("distance", ["spq", "squared_l2"])
+@pytest.mark.parametrize("k", [5, 400])
+def test_pq_knn_equals_brute_force(distance, k):
+    codebooks, features, queries = _integer_pq_problem(6, 300)
+    codes = np.asarray(search.pq_encode(features, codebooks))
+    distances, indices = search.pq_knn(queries, codes, codebooks, k, distance=distance)
+    expected_distances, expected_indices = _brute_pq(queries, codes, codebooks, k, distance)
+    found = min(k, len(codes))
+    np.testing.assert_array_equal(indices[:, :found], expected_indices)
+    np.testing.assert_allclose(distances[:, :found], expected_distances, rtol=1e-6)
+    assert (np.asarray(indices[:, found:]) == -1).all()
+    assert np.isinf(np.asarray(distances[:, found:])).all()
+
+
+def test_pq_knn_spq_and_squared_l2_rank_differently_and_reference_sums_unsquared():
+    codebooks = np.array([[[0.0], [3.0]], [[0.0], [3.0]]], np.float32)
+    codes = np.array([[1, 1], [0, 0]])  # item 0 at (3, 3), item 1 at (0, 0)
+    query = np.array([[1.0, 4.0]], np.float32)
+    # spq: |1-3| + |4-3| = 3 vs 1 + 4 = 5; squared: 4 + 1 = 5 vs 1 + 16 = 17.
+    distances, indices = search.pq_knn(query, codes, codebooks, 2, distance="spq")
+    np.testing.assert_allclose(distances, [[3.0, 5.0]])
+    distances, indices = search.pq_knn(query, codes, codebooks, 2, distance="squared_l2")
+    np.testing.assert_allclose(distances, [[5.0, 17.0]])
+
+
+def test_pq_knn_matches_faiss_index_pq():
+    rng = np.random.default_rng(7)
+    num_books, word_dim = 4, 4
+    training = rng.normal(size=(3000, num_books * word_dim)).astype(np.float32)
+    faiss_index = faiss.IndexPQ(num_books * word_dim, num_books, 8)
+    faiss_index.train(training)
+    faiss_index.add(training)
+    codebooks = faiss.vector_to_array(faiss_index.pq.centroids).reshape(num_books, 256, word_dim)
+    codes = faiss.vector_to_array(faiss_index.codes).reshape(-1, num_books).astype(np.int32)
+    queries = rng.normal(size=(10, num_books * word_dim)).astype(np.float32)
+    faiss_distances, faiss_indices = faiss_index.search(queries, 20)
+    distances, indices = search.pq_knn(queries, codes, codebooks, 20, distance="squared_l2")
+    np.testing.assert_array_equal(indices, faiss_indices)
+    np.testing.assert_allclose(distances, faiss_distances, rtol=1e-4, atol=1e-4)
+
+
+def test_pq_rejects_bad_input():
+    codebooks, features, queries = _integer_pq_problem(8, 20)
+    codes = search.pq_encode(features, codebooks)
+    with pytest.raises(ValueError, match="distance must be one of"):
+        search.pq_knn(queries, codes, codebooks, 3, distance="l1")
+    with pytest.raises(ValueError, match=r"queries must have shape \[n, num_books \* word_dim\]"):
+        search.pq_knn(queries[:, :5], codes, codebooks, 3)
+    with pytest.raises(ValueError, match="codes must lie in"):
+        search.pq_knn(queries, np.full((3, 4), 99), codebooks, 3)
+    with pytest.raises(TypeError, match="codes must be integers"):
+        search.pq_knn(queries, np.zeros((3, 4), np.float32), codebooks, 3)
+    with pytest.raises(ValueError, match="empty"):
+        search.pq_knn(queries, np.zeros((0, 4), np.int32), codebooks, 3)
+    with pytest.raises(ValueError, match="NaN"):
+        search.pq_encode(np.full((2, 8), np.nan, np.float32), codebooks)
+
+
+def test_pq_range_search_equals_brute_force():
+    codebooks, features, queries = _integer_pq_problem(9, 200)
+    codes = np.asarray(search.pq_encode(features, codebooks))
+    distances_all, _ = _brute_pq(queries, codes, codebooks, len(codes), "squared_l2")
+    lims, distances, indices = search.pq_range_search(
+        queries, codes, codebooks, 6.0, distance="squared_l2"
+    )
+    _, order = _brute_pq(queries, codes, codebooks, len(codes), "squared_l2")
+    for query in range(len(queries)):
+        expected = np.sort(order[query][distances_all[query] <= 6.0])
+        np.testing.assert_array_equal(indices[lims[query] : lims[query + 1]], expected)
+
+
+# -------------------------------------------------------------------------------------- sharded
+
+
+def _mesh():
+    return jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+
+
+@pytest.mark.parametrize("k", [9, 1500])
+def test_sharded_hamming_knn_equals_single_device(k):
+    assert jax.device_count() == 8
+    rng = np.random.default_rng(10)
+    # 1,003 items: not a multiple of 8 devices; 16 bits: many ties across shard borders.
+    database = np.packbits(_random_codes(rng, 1003, 16) >= 0, axis=1)
+    queries = np.packbits(_random_codes(rng, 5, 16) >= 0, axis=1)
+    single = search.hamming_knn(queries, database, k)
+    sharded = search.sharded_hamming_knn(queries, database, k, mesh=_mesh())
+    np.testing.assert_array_equal(sharded[0], single[0])
+    np.testing.assert_array_equal(sharded[1], single[1])
+
+
+def test_sharded_pq_knn_equals_single_device():
+    codebooks, features, queries = _integer_pq_problem(11, 501)
+    codes = search.pq_encode(features, codebooks)
+    single = search.pq_knn(queries, codes, codebooks, 30, distance="squared_l2")
+    sharded = search.sharded_pq_knn(
+        queries, codes, codebooks, 30, mesh=_mesh(), distance="squared_l2"
+    )
+    np.testing.assert_array_equal(sharded[0], single[0])
+    np.testing.assert_array_equal(sharded[1], single[1])
