@@ -5,10 +5,11 @@ Run by hand (not part of the test suite):
     nice .venv/bin/python benchmarks/search.py            # full: 1M items, 1,000 queries
     nice .venv/bin/python benchmarks/search.py --quick    # 100k items, smoke run
 
-Prints, per configuration, the median wall time of ``--repeats`` runs for jaxretrieval and faiss,
-queries per second, the throughput ratio (jaxretrieval / faiss, > 1 means faster), whether distances
-and ids are identical, and the search's temporary memory from the compiled executable's
-``memory_analysis()`` next to the database's own size.
+Prints, per configuration, queries per second (median wall time of ``--repeats`` alternating
+runs) for jaxretrieval and faiss, the throughput ratio (jaxretrieval / faiss, > 1 means faster; the
+median of adjacent-pair ratios), process CPU seconds per 1,000 queries, whether distances and ids are
+identical, and the search's temporary memory from the compiled executable's ``memory_analysis()``
+next to the database's own size.
 """
 from __future__ import annotations
 
@@ -26,26 +27,37 @@ import numpy as np
 from jaxretrieval import search
 
 
-def _median_seconds(function, repeats: int) -> float:
-    function()  # warm-up (and compilation)
-    times = []
+def _paired_timings(ours, theirs, repeats: int):
+    """Alternates the two searches ``repeats`` times (after one warm-up each).
+
+    Returns median wall seconds of each, the median of the per-pair throughput ratios (adjacent
+    runs see the same background load, so the pair ratio is steadier than a ratio of medians on a
+    shared machine), and the median process CPU seconds of each.
+    """
+    ours(), theirs()
+    walls, cpus = ([], []), ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for side, function in enumerate((ours, theirs)):
+            wall, cpu = time.perf_counter(), time.process_time()
+            function()
+            walls[side].append(time.perf_counter() - wall)
+            cpus[side].append(time.process_time() - cpu)
+    ratios = [theirs_wall / ours_wall for ours_wall, theirs_wall in zip(*walls)]
+    return (statistics.median(walls[0]), statistics.median(walls[1]), statistics.median(ratios),
+            statistics.median(cpus[0]), statistics.median(cpus[1]))
 
 
-def _row(name, num_queries, ours, theirs, identical, temp_bytes, database_bytes):
+def _row(name, num_queries, timings, identical, temp_bytes, database_bytes):
+    ours, theirs, ratio, ours_cpu, theirs_cpu = timings
     print(
-        f"| {name} | {num_queries / ours:,.0f} | {num_queries / theirs:,.0f} | "
-        f"{theirs / ours:.2f}x | {identical} | {temp_bytes / 2**20:.1f} MiB | "
+        f"| {name} | {num_queries / ours:,.0f} | {num_queries / theirs:,.0f} | {ratio:.2f}x | "
+        f"{ours_cpu:.2f} / {theirs_cpu:.2f} | {identical} | {temp_bytes / 2**20:.1f} MiB | "
         f"{database_bytes / 2**20:.1f} MiB |",
         flush=True,
     )
 
 
-def bench_hamming(num_items, num_queries, num_bits, k, repeats, rng):
+def bench_hamming(num_items, num_queries, num_bits, k, repeats, rng, with_function=False):
     database = rng.integers(0, 256, size=(num_items, num_bits // 8), dtype=np.uint8)
     queries = rng.integers(0, 256, size=(num_queries, num_bits // 8), dtype=np.uint8)
     faiss_index = faiss.IndexBinaryFlat(num_bits)
@@ -66,23 +78,20 @@ def bench_hamming(num_items, num_queries, num_bits, k, repeats, rng):
         return faiss_index.search(queries, k)
 
     faiss_distances, faiss_indices = theirs()
-    for name, function, temp in (
-        ("HammingIndex.search (prepared layout)", ours_prepared,
-         search._hamming_knn_prepared_jit.lower(
-             search._pad_queries(queries_device), *prepared, num_items, k=k, num_bits=num_bits)),
-        ("hamming_knn (function, lays out per call)", ours_function,
-         search._hamming_knn_jit.lower(
-             search._pad_queries(queries_device), database_device, k=k, num_bits=num_bits)),
-    ):
+    variants = [("HammingIndex.search", ours_prepared, search._hamming_knn_prepared_jit.lower(
+        search._pad_queries(queries_device), *prepared, num_items, k=k, num_bits=num_bits))]
+    if with_function:
+        variants.append(("hamming_knn (lays the database out per call)", ours_function,
+                         search._hamming_knn_jit.lower(search._pad_queries(queries_device),
+                                                       database_device, k=k, num_bits=num_bits)))
+    for name, function, lowered in variants:
         distances, indices = function()
         identical = np.array_equal(np.asarray(distances), faiss_distances) and np.array_equal(
             np.asarray(indices), faiss_indices
         )
-        temp_bytes = temp.compile().memory_analysis().temp_size_in_bytes
-        ours_time = _median_seconds(function, repeats)
-        theirs_time = _median_seconds(theirs, repeats)
-        _row(f"{name}, {num_bits} bits, k={k}", num_queries, ours_time, theirs_time, identical,
-             temp_bytes, database.nbytes)
+        temp_bytes = lowered.compile().memory_analysis().temp_size_in_bytes
+        _row(f"{name}, {num_bits} bits, k={k}", num_queries,
+             _paired_timings(function, theirs, repeats), identical, temp_bytes, database.nbytes)
 
 
 def bench_pq(num_items, num_queries, k, repeats, rng):
@@ -113,10 +122,8 @@ def bench_pq(num_items, num_queries, k, repeats, rng):
     temp_bytes = search._pq_knn_prepared_jit.lower(
         search._pad_queries(queries_device), *prepared, codebooks_device, num_items, k=k,
         distance="squared_l2").compile().memory_analysis().temp_size_in_bytes
-    ours_time = _median_seconds(ours, repeats)
-    theirs_time = _median_seconds(theirs, repeats)
-    _row(f"PQIndex.search, M=8 K=256 L=16, k={k}", num_queries, ours_time, theirs_time,
-         identical, temp_bytes, codes.nbytes)
+    _row(f"PQIndex.search, M=8 K=256 L=16, k={k}, squared_l2", num_queries,
+         _paired_timings(ours, theirs, repeats), identical, temp_bytes, codes.nbytes)
 
 
 def main():
@@ -124,7 +131,13 @@ def main():
     parser.add_argument("--quick", action="store_true", help="100k items instead of 1M")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-pq", action="store_true")
+    parser.add_argument("--configs", default="64:100,64:1000,32:100,128:100",
+                        help="comma-separated num_bits:k Hamming configurations")
+    parser.add_argument("--faiss-threads", type=int, default=0,
+                        help="faiss OpenMP threads (0 = faiss's default, all cores)")
     arguments = parser.parse_args()
+    if arguments.faiss_threads:
+        faiss.omp_set_num_threads(arguments.faiss_threads)
     num_items = 100_000 if arguments.quick else 1_000_000
     num_queries = 1000
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -133,14 +146,16 @@ def main():
           f"numpy {np.__version__}, faiss {faiss.__version__}, faiss threads "
           f"{faiss.omp_get_max_threads()}")
     print(f"{num_items:,} database items, {num_queries:,} queries, median of {arguments.repeats}\n")
-    print("| configuration | ours q/s | faiss q/s | ratio | identical to faiss | search temp memory "
-          "| database size |")
-    print("|---|---|---|---|---|---|---|")
+    print("| configuration | ours q/s | faiss q/s | ratio (median of pairs) | CPU s ours / faiss "
+          "| identical to faiss | search temp memory | database size |")
+    print("|---|---|---|---|---|---|---|---|")
     rng = np.random.default_rng(0)
-    for num_bits, k in ((64, 100), (64, 1000), (32, 100), (128, 100)):
-        bench_hamming(num_items, num_queries, num_bits, k, arguments.repeats, rng)
+    configs = [tuple(map(int, item.split(":"))) for item in arguments.configs.split(",")]
+    for num_bits, k in configs:
+        bench_hamming(num_items, num_queries, num_bits, k, arguments.repeats, rng,
+                      with_function=(num_bits, k) == (64, 100))
     if not arguments.skip_pq:
-        bench_pq(num_items, num_queries, 100, max(1, arguments.repeats // 2), rng)
+        bench_pq(num_items, num_queries, 100, arguments.repeats, rng)
     print(f"\nload average at end {os.getloadavg()}")
 
 

@@ -231,7 +231,8 @@ def study_runs(
     """The runs of ``study`` for every bits x protocol x seed x method, in that nesting order.
 
     ``methods`` (optional) keeps only the runs whose method is among them (e.g. ``("csq",)``,
-    ``("lsh", "itq")``), to rerun or test part of a comparison.
+    ``("lsh", "itq")``; a classic hash on one kind of features as ``"itq_pixels"``), to rerun or
+    test part of a comparison.
 
     ``tiny`` replaces ``budget`` by :data:`BUDGETS` ``["tiny"]`` for the configs (the run names keep
     ``budget`` so a tiny run is still labelled as a smoke run of it: ``tiny-`` prefixes the name).
@@ -275,9 +276,12 @@ def study_runs(
                     study_methods = SUPERVISED_METHODS if study == "supervised" else LISTWISE_METHODS
                     runs.extend(RunSpec(method=method, config=configured(method), **common) for method in study_methods)
     if methods is not None:
-        known = {run.method for run in runs}
+        def names(run):
+            return {run.method, f"{run.method}_{run.features}"} if run.features else {run.method}
+
+        known = set().union(*(names(run) for run in runs))
         unknown = sorted(set(methods) - known)
         if unknown:
             raise ValueError(f"methods {unknown} are not in the {study} study (its methods: {sorted(known)})")
-        runs = [run for run in runs if run.method in methods]
+        runs = [run for run in runs if names(run) & set(methods)]
     return runs

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import collections
 import functools
-import math
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -822,7 +820,7 @@ def _merge_shards(distances, ids, axis, k):
     """
     all_distances = lax.all_gather(distances, axis, axis=1, tiled=True)
     all_ids = lax.all_gather(ids, axis, axis=1, tiled=True)
-    negative, positions = lax.top_k(-all_distances.astype(jnp.float32), k)
+    _, positions = lax.top_k(-all_distances.astype(jnp.float32), k)
     return (
         jnp.take_along_axis(all_distances, positions, axis=1),
         jnp.take_along_axis(all_ids, positions, axis=1),
@@ -875,18 +873,24 @@ def _sharded_pq_jit(queries, codes, codebooks, *, k, distance, mesh, axis, num_i
 
 
 def _shard_rows(rows: jax.Array, mesh, axis: str) -> jax.Array:
-    """Pads rows to a multiple of the axis size (copies of the last row) and shards them."""
+    """Pads rows to a multiple of the axis size (copies of the last row) and shards them.
+
+    Built from host data with ``make_array_from_callback`` so that it also works when the mesh spans
+    several processes (each process passes the same rows and supplies its own shards).
+    """
     if axis not in mesh.axis_names:
         raise ValueError(f"axis {axis!r} is not in the mesh axes {mesh.axis_names}")
-    shards = mesh.shape[axis]
-    pad = -rows.shape[0] % shards
-    rows = jnp.concatenate([rows, jnp.broadcast_to(rows[-1:], (pad, rows.shape[1]))])
-    spec = jax.sharding.PartitionSpec(axis)
-    return jax.device_put(rows, jax.sharding.NamedSharding(mesh, spec))
+    host_rows = np.asarray(rows)
+    pad = -host_rows.shape[0] % mesh.shape[axis]
+    host_rows = np.concatenate([host_rows, np.repeat(host_rows[-1:], pad, axis=0)])
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(axis))
+    return jax.make_array_from_callback(host_rows.shape, sharding, lambda index: host_rows[index])
 
 
 def _replicate(array: jax.Array, mesh) -> jax.Array:
-    return jax.device_put(array, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+    host_array = np.asarray(array)
+    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
 
 
 def sharded_hamming_knn(queries, database, k: int, *, mesh, axis: str = "data", num_bits=None):

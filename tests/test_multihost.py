@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -110,16 +111,17 @@ def _worker_environment(num_devices: int) -> dict:
     return environment
 
 
-def run_processes(commands, *, timeout: float, cwd, num_devices=None) -> list[str]:
+def run_processes(commands, *, timeout: float, cwd, num_devices=None, environment=None) -> list[str]:
     """Runs the commands concurrently on CPU; kills all of them if one fails or the time runs out.
 
-    ``num_devices[i]`` fake CPU devices for command i (default ``DEVICES_PER_PROCESS`` each).
+    ``num_devices[i]`` fake CPU devices for command i (default ``DEVICES_PER_PROCESS`` each);
+    ``environment``: extra environment variables for all of them.
     Returns each process's combined output. Raises AssertionError with every output on failure.
     """
     num_devices = num_devices or [DEVICES_PER_PROCESS] * len(commands)
     processes = [
         subprocess.Popen(
-            command, cwd=cwd, env=_worker_environment(devices), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            command, cwd=cwd, env={**_worker_environment(devices), **(environment or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True,
         )
         for command, devices in zip(commands, num_devices)
@@ -195,6 +197,11 @@ def test_two_process_training_equals_one_process_and_resumes_from_a_collective_c
     """The smoke config: 2 processes x 4 devices train 4 steps, checkpoint, then resume to 6 steps;
     every step's loss equals that of one process with 8 devices training 6 steps straight."""
     two_processes, one_process = tmp_path / "two_processes", tmp_path / "one_process"
+    # The resumed run reuses the first run's compiled programs (the suite's time budget is tight).
+    compilation_cache = {
+        "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "compilation_cache"),
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    }
 
     def distributed(num_steps, port):
         return [
@@ -210,6 +217,7 @@ def test_two_process_training_equals_one_process_and_resumes_from_a_collective_c
         timeout=TRAIN_TIMEOUT_SECONDS,
         cwd=REPO_ROOT,
         num_devices=[DEVICES_PER_PROCESS] * NUM_PROCESSES + [NUM_PROCESSES * DEVICES_PER_PROCESS],
+        environment=compilation_cache,
     )
     assert sorted(_losses(two_processes)) == [1, 2, 3, 4]
     # Both processes wrote their part of the step-4 checkpoint.
@@ -217,7 +225,12 @@ def test_two_process_training_equals_one_process_and_resumes_from_a_collective_c
     for process_id in range(NUM_PROCESSES):
         assert any(f"process_{process_id}" in name for name in checkpoint_files), checkpoint_files
 
-    run_processes(distributed(6, _free_port()), timeout=TRAIN_TIMEOUT_SECONDS, cwd=REPO_ROOT)
+    started = time.perf_counter()
+    main_output, _ = run_processes(
+        distributed(6, _free_port()), timeout=TRAIN_TIMEOUT_SECONDS, cwd=REPO_ROOT, environment=compilation_cache
+    )
+    print(f"resumed run: {time.perf_counter() - started:.1f} s")
+    assert "resuming from" in main_output and "step 4" in main_output, main_output[-2000:]
     expected, got = _losses(one_process), _losses(two_processes)
     assert sorted(got) == sorted(expected) == [1, 2, 3, 4, 5, 6]
     np.testing.assert_allclose([got[step] for step in range(1, 7)], [expected[step] for step in range(1, 7)], rtol=1e-5)

@@ -76,12 +76,13 @@ def test_hamming_distance_is_symmetric_and_counts_differing_bits():
 # ----------------------------------------------------------------------------------- hamming k-NN
 
 
-@hypothesis.settings(max_examples=12)
+# Few distinct shapes (each is one compilation); hypothesis varies the codes and tie structure.
+@hypothesis.settings(max_examples=10)
 @hypothesis.given(
     seed=st.integers(0, 2**31 - 1),
-    num_database=st.sampled_from([1, 70, 300]),
+    num_database=st.sampled_from([70, 300]),
     num_bits=st.sampled_from([16, 64]),
-    k=st.sampled_from([1, 10, 500]),
+    k=st.sampled_from([10, 500]),
     ones=st.sampled_from([0.5, 0.95]),
 )
 def test_hamming_knn_equals_brute_force(seed, num_database, num_bits, k, ones):

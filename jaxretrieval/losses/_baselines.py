@@ -15,17 +15,9 @@ def _check_batch_inputs(values, labels, where, values_name):
     _reduce.check_finite(values, values_name)
     batch_size = values.shape[0]
     shares_label = _reduce.relevance_from_labels(labels, batch_size)
-    rows = jnp.arange(batch_size)
-    # Pairs (i, j) of distinct, unmasked examples.
-    valid_pair = rows[:, None] != rows[None, :]
+    valid_pair = _reduce.distinct_pairs(batch_size, where)
     if where is None:
         where = jnp.ones((batch_size,), dtype=bool)
-    else:
-        where = jnp.asarray(where)
-        if where.shape != (batch_size,) or where.dtype != bool:
-            raise ValueError(f"where must be a bool mask of shape ({batch_size},), got "
-                             f"{where.dtype}{list(where.shape)}")
-        valid_pair = valid_pair & where[:, None] & _reduce.replicated(where)[None, :]
     return values, shares_label, valid_pair, where
 
 

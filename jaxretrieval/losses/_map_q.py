@@ -243,14 +243,7 @@ def batch_quantized_ap(
     relevance = _reduce.relevance_from_labels(labels, batch_size)
     # Rows stay sharded like the batch; columns see the whole batch.
     scores = jnp.einsum("id,jd->ij", descriptors, _reduce.replicated(descriptors))
-    rows = jnp.arange(batch_size)
-    include = rows[:, None] != rows[None, :]
-    if where is not None:
-        where = jnp.asarray(where)
-        if where.shape != (batch_size,) or where.dtype != bool:
-            raise ValueError(f"where must be a bool mask of shape ({batch_size},), got "
-                             f"{where.dtype}{list(where.shape)}")
-        include = include & where[:, None] & _reduce.replicated(where)[None, :]
+    include = _reduce.distinct_pairs(batch_size, where)
     counts, positives = _soft_bin_sums(scores, relevance, include, num_bins, low, high)
     # Every included item's bin weights sum to 1, so the positives' total is the relevant count (up
     # to rounding); taking it from there avoids another pass over the batch x batch matrix.

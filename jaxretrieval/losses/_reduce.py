@@ -107,16 +107,31 @@ def relevance_from_labels(labels, num_rows: int, name: str = "labels") -> jax.Ar
     labels = jnp.asarray(labels)
     if labels.ndim not in (1, 2) or labels.shape[0] != num_rows:
         raise ValueError(
-                f"{name} must be class ids [batch] or multi-hot [batch, num_classes] with batch = {num_rows},"
-                f" got shape {labels.shape}")
+            f"{name} must be class ids [batch] or multi-hot [batch, num_classes] with batch = "
+            f"{num_rows}, got shape {labels.shape}")
     if labels.ndim == 1:
         if not jnp.issubdtype(labels.dtype, jnp.integer):
             raise TypeError(f"{name} of shape [batch] must be integer class ids, got dtype {labels.dtype}")
         return labels[:, None] == replicated(labels)[None, :]
-    if labels.dtype == bool:
-        labels = labels.astype(jnp.float32)
     has_label = (labels != 0).astype(jnp.float32)
     return jnp.einsum("ic,jc->ij", has_label, replicated(has_label)) > 0
+
+
+def distinct_pairs(batch_size: int, where: jax.Array | None) -> jax.Array:
+    """``[batch, batch]`` mask of pairs (i, j), i != j, of examples that ``where`` keeps.
+
+    ``where`` is ``None`` or a bool ``[batch]`` mask (masked examples take part in no pair); rows
+    follow the batch's sharding, columns cover the whole batch.
+    """
+    rows = jnp.arange(batch_size)
+    pairs = rows[:, None] != rows[None, :]
+    if where is None:
+        return pairs
+    where = jnp.asarray(where)
+    if where.shape != (batch_size,) or where.dtype != bool:
+        raise ValueError(
+            f"where must be a bool mask of shape ({batch_size},), got {where.dtype}{list(where.shape)}")
+    return pairs & where[:, None] & replicated(where)[None, :]
 
 
 def replicated(array: jax.Array) -> jax.Array:
@@ -129,5 +144,5 @@ def replicated(array: jax.Array) -> jax.Array:
     spec = getattr(sharding, "spec", None)
     if isinstance(sharding, jax.sharding.NamedSharding) and spec and any(a is not None for a in spec):
         return jax.sharding.reshard(
-                array, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
+            array, jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec()))
     return array
