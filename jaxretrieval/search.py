@@ -58,7 +58,7 @@ _BLOCKS_PER_SUPERBLOCK = 16
 _ITEMS_PER_SUBBLOCK = 8
 # Target temporary memory of one query batch (block minima + gathered candidates).
 _BATCH_BYTES = 2 << 20
-_MAX_QUERY_BATCH = 64
+_MAX_QUERY_BATCH = 32
 
 # Number of times each jitted search has been traced (= compiled), by name. Tests use it to check
 # that a new query count inside a bucket does not recompile; it does not depend on jax internals.
@@ -271,28 +271,31 @@ def _expand(units, group):
     return children.reshape(units.shape[0], -1)
 
 
-def _search_batch(query_repr, planes, blocks, num_valid, *, k, pass_fn, item_fn):
-    """Exact top ``k`` of one query batch; returns float distances (inf = no item) and int32 ids."""
+def _block_minima(query_repr, planes, num_valid, pass_fn):
+    """``[batch, num_blocks]`` float32 block minima; blocks past ``num_valid`` items are ``inf``."""
     batch = query_repr.shape[0]
-    num_blocks = blocks.shape[0]
     minima = lax.map(lambda chunk: pass_fn(query_repr, chunk), planes)  # [chunks, batch, bpc]
+    num_blocks = minima.shape[0] * minima.shape[2]
     minima = minima.transpose(1, 0, 2).reshape(batch, num_blocks)
     num_valid_blocks = (num_valid + _ITEMS_PER_BLOCK - 1) // _ITEMS_PER_BLOCK
-    block_ids = jnp.arange(num_blocks, dtype=jnp.int32)
-    minima = jnp.where(block_ids < num_valid_blocks, minima, jnp.inf)
+    return jnp.where(jnp.arange(num_blocks) < num_valid_blocks, minima, jnp.inf)
 
+
+def _top_items(query_repr, minima, blocks, num_valid, *, k, item_fn):
+    """Exact top ``k`` from block minima; returns float distances (inf = no item) and int32 ids."""
+    batch, num_blocks = minima.shape
     num_selected = min(k, num_blocks)
     num_super = num_blocks // _BLOCKS_PER_SUPERBLOCK
+    block_ids = jnp.broadcast_to(jnp.arange(num_blocks, dtype=jnp.int32), (batch, num_blocks))
     if num_blocks % _BLOCKS_PER_SUPERBLOCK == 0 and num_super > num_selected:
         super_minima = minima.reshape(batch, num_super, _BLOCKS_PER_SUPERBLOCK).min(-1)
-        super_ids = jnp.broadcast_to(jnp.arange(num_super, dtype=jnp.int32), (batch, num_super))
-        chosen_super = _select(super_minima, super_ids, num_selected)
+        chosen_super = _select(super_minima, block_ids[:, :num_super], num_selected)
         candidate_blocks = _expand(chosen_super, _BLOCKS_PER_SUPERBLOCK)
         chosen_blocks = _select(
             jnp.take_along_axis(minima, candidate_blocks, axis=1), candidate_blocks, num_selected
         )
     else:
-        chosen_blocks = _select(minima, jnp.broadcast_to(block_ids, (batch, num_blocks)), num_selected)
+        chosen_blocks = _select(minima, block_ids, num_selected)
 
     codes = blocks[chosen_blocks]  # [batch, selected, 64, C]
     codes = codes.reshape(batch, num_selected * _ITEMS_PER_BLOCK, codes.shape[-1])
@@ -304,8 +307,8 @@ def _search_batch(query_repr, planes, blocks, num_valid, *, k, pass_fn, item_fn)
     if num_sub > num_final:
         # Rank sub-blocks of 8 first so the last top_k sees ~8k candidates, not 64k.
         sub_minima = distances.reshape(batch, num_sub, _ITEMS_PER_SUBBLOCK).min(-1)
-        positions = jnp.broadcast_to(jnp.arange(num_sub, dtype=jnp.int32), (batch, num_sub))
-        item_positions = _expand(_select(sub_minima, positions, num_final), _ITEMS_PER_SUBBLOCK)
+        sub_ids = jnp.broadcast_to(jnp.arange(num_sub, dtype=jnp.int32), (batch, num_sub))
+        item_positions = _expand(_select(sub_minima, sub_ids, num_final), _ITEMS_PER_SUBBLOCK)
         distances = jnp.take_along_axis(distances, item_positions, axis=1)
         item_ids = jnp.take_along_axis(item_ids, item_positions, axis=1)
     negative, positions = lax.top_k(-distances, num_final)
@@ -316,30 +319,52 @@ def _query_bucket(num_queries: int) -> int:
     return max(8, 1 << max(0, num_queries - 1).bit_length())
 
 
-def _query_batch(bucket: int, num_blocks: int, k: int, columns: int) -> int:
-    selected = min(k, num_blocks)
-    per_query = 4 * num_blocks + 8 * selected * _ITEMS_PER_BLOCK * (columns + 1)
-    batch = max(1, _BATCH_BYTES // per_query)
-    return min(bucket, _MAX_QUERY_BATCH, 1 << (batch.bit_length() - 1))
+def _power_of_two_at_most(value: int) -> int:
+    return 1 << (max(1, value).bit_length() - 1)
+
+
+def _query_batches(bucket: int, num_blocks: int, k: int, columns: int) -> tuple[int, int]:
+    """(queries per block-minima pass, queries per selection step), powers of two.
+
+    The pass wants many queries per database chunk (fewer, larger fused loops); the selection's
+    gathered candidates grow with ``k``, so it runs over smaller slices of the same batch.
+    """
+    pass_batch = min(bucket, _MAX_QUERY_BATCH,
+                     _power_of_two_at_most(_BATCH_BYTES // (4 * num_blocks)))
+    candidate_bytes = 8 * min(k, num_blocks) * _ITEMS_PER_BLOCK * (columns + 1)
+    select_batch = min(pass_batch, _power_of_two_at_most(_BATCH_BYTES // candidate_bytes))
+    return pass_batch, select_batch
 
 
 def _search_prepared(
-    queries, planes, blocks, num_valid, *, k, pass_fn, item_fn, columns, query_fn=lambda q: q
+    queries, planes, blocks, num_valid, *, k, pass_fn, item_fn, columns, pad_distance,
+    distance_dtype=jnp.float32, query_fn=lambda q: q,
 ):
     """Top ``k`` for all (bucket-padded) queries, in query batches under ``lax.map``.
 
     ``query_fn`` turns a batch of queries into what ``pass_fn`` / ``item_fn`` take (PQ: the lookup
-    tables), so that only one batch of it is alive at a time.
+    tables), so that only one batch of it is alive at a time. Each batch is finished (padding,
+    ``-1`` ids) inside the loop so the stacked loop output is the result itself, not a copy of it.
     """
     bucket = queries.shape[0]
-    batch = _query_batch(bucket, blocks.shape[0], k, columns)
-    batched = queries.reshape(bucket // batch, batch, *queries.shape[1:])
-    search = functools.partial(
-        _search_batch, planes=planes, blocks=blocks, num_valid=num_valid, k=k,
-        pass_fn=pass_fn, item_fn=item_fn,
-    )
-    distances, ids = lax.map(lambda query_batch: search(query_fn(query_batch)), batched)
-    return distances.reshape(bucket, -1), ids.reshape(bucket, -1)
+    pass_batch, select_batch = _query_batches(bucket, blocks.shape[0], k, columns)
+    steps = pass_batch // select_batch
+
+    def select(step_inputs):
+        distances, ids = _top_items(*step_inputs, blocks, num_valid, k=k, item_fn=item_fn)
+        distances, ids = _finish(distances, ids, num_valid, k, pad_distance)
+        return distances.astype(distance_dtype), ids
+
+    def search_batch(query_batch):
+        query_repr = query_fn(query_batch)
+        minima = _block_minima(query_repr, planes, num_valid, pass_fn)
+        split = lambda x: x.reshape(steps, select_batch, *x.shape[1:])
+        distances, ids = lax.map(select, (split(query_repr), split(minima)))
+        return distances.reshape(pass_batch, k), ids.reshape(pass_batch, k)
+
+    batched = queries.reshape(bucket // pass_batch, pass_batch, *queries.shape[1:])
+    distances, ids = lax.map(search_batch, batched)
+    return distances.reshape(bucket, k), ids.reshape(bucket, k)
 
 
 def _finish(distances, ids, num_valid, k, pad_distance):
@@ -364,15 +389,26 @@ def _pad_queries(queries: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
+# Popcount terms per fused min-chain: longer chains (e.g. 64 items x 4 words at 128 bits) are no
+# longer vectorised by LLVM and run ~10x slower, so they are cut into groups.
+_TERMS_PER_CHAIN = 128
+
+
 def _hamming_pass(query_words, chunk):
     """Block minima of Hamming distances: ``[batch, W]``, ``[W, 64, bpc]`` -> ``[batch, bpc]`` float32."""
+    num_words, num_items = chunk.shape[0], chunk.shape[1]
+    group = max(1, _TERMS_PER_CHAIN // num_words)
     minimum = None
-    for item in range(chunk.shape[1]):
-        distance = None
-        for word in range(chunk.shape[0]):
-            bits = lax.population_count(query_words[:, word, None] ^ chunk[word, item][None, :])
-            distance = bits if distance is None else distance + bits
-        minimum = distance if minimum is None else jnp.minimum(minimum, distance)
+    for first in range(0, num_items, group):
+        chain = None
+        for item in range(first, min(first + group, num_items)):
+            distance = None
+            for word in range(num_words):
+                bits = lax.population_count(query_words[:, word, None] ^ chunk[word, item][None, :])
+                distance = bits if distance is None else distance + bits
+            chain = distance if chain is None else jnp.minimum(chain, distance)
+        # The barrier keeps XLA from fusing the groups back into one long chain.
+        minimum = chain if minimum is None else jnp.minimum(lax.optimization_barrier(minimum), chain)
     return minimum.astype(jnp.float32)
 
 
@@ -385,10 +421,10 @@ def _hamming_items(query_words, codes):
 def _hamming_knn_layout(query_words, planes, blocks, num_valid, *, k, num_bits):
     distances, ids = _search_prepared(
         query_words, planes, blocks, num_valid, k=k, pass_fn=_hamming_pass,
-        item_fn=_hamming_items, columns=blocks.shape[-1],
+        item_fn=_hamming_items, columns=blocks.shape[-1], pad_distance=num_bits + 1,
+        distance_dtype=jnp.int32,
     )
-    distances, ids = _finish(distances, ids, num_valid, k, num_bits + 1)
-    return distances.astype(jnp.int32), ids
+    return distances, ids
 
 
 def _hamming_knn_words(query_words, database_words, num_valid, *, k, num_bits):
@@ -703,11 +739,11 @@ def _pq_items(tables, codes):
 
 
 def _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, *, k, distance):
-    distances, ids = _search_prepared(
+    return _search_prepared(
         queries, planes, blocks, num_valid, k=k, pass_fn=_pq_pass, item_fn=_pq_items,
-        columns=blocks.shape[-1], query_fn=lambda batch: _tables(batch, codebooks, distance),
+        columns=blocks.shape[-1], pad_distance=jnp.inf,
+        query_fn=lambda batch: _tables(batch, codebooks, distance),
     )
-    return _finish(distances, ids, num_valid, k, jnp.inf)
 
 
 def _pq_knn_codes(queries, codes, codebooks, num_valid, *, k, distance):

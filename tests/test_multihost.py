@@ -10,6 +10,7 @@ import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -112,38 +113,46 @@ def _worker_environment(num_devices: int) -> dict:
 
 
 def run_processes(commands, *, timeout: float, cwd, num_devices=None, environment=None) -> list[str]:
-    """Runs the commands concurrently on CPU; kills all of them if one fails or the time runs out.
+    """Runs the commands concurrently on CPU; kills all of them as soon as one fails or time runs out.
 
     ``num_devices[i]`` fake CPU devices for command i (default ``DEVICES_PER_PROCESS`` each);
     ``environment``: extra environment variables for all of them.
     Returns each process's combined output. Raises AssertionError with every output on failure.
     """
     num_devices = num_devices or [DEVICES_PER_PROCESS] * len(commands)
+    # Output goes to files, not pipes: a full pipe would block a process that nobody reads yet.
+    logs = [tempfile.TemporaryFile(mode="w+") for _ in commands]
     processes = [
         subprocess.Popen(
-            command, cwd=cwd, env={**_worker_environment(devices), **(environment or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            text=True,
+            command, cwd=cwd, env={**_worker_environment(devices), **(environment or {})},
+            stdout=log, stderr=subprocess.STDOUT, text=True,
         )
-        for command, devices in zip(commands, num_devices)
+        for command, devices, log in zip(commands, num_devices, logs)
     ]
-    outputs = [""] * len(processes)
+    deadline = time.monotonic() + timeout
     try:
-        for position, process in enumerate(processes):
-            outputs[position], _ = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pass
+        while time.monotonic() < deadline:
+            codes = [process.poll() for process in processes]
+            if all(code == 0 for code in codes) or any(code not in (None, 0) for code in codes):
+                break
+            time.sleep(0.2)
     finally:
         for process in processes:
             if process.poll() is None:
                 process.kill()
-        for position, process in enumerate(processes):
-            remaining, _ = process.communicate()
-            outputs[position] += remaining or ""
+            process.wait()
+    outputs = []
+    for log in logs:
+        log.seek(0)
+        outputs.append(log.read())
+        log.close()
     failed = [position for position, process in enumerate(processes) if process.returncode != 0]
     if failed:
-        report = "\n".join(f"--- process {position} (exit {processes[position].returncode}):\n{outputs[position][-4000:]}"
-                           for position in range(len(processes)))
-        raise AssertionError(f"processes {failed} failed or timed out after {timeout} s\n{report}")
+        report = "\n".join(
+            f"--- process {position} (exit {process.returncode}):\n{outputs[position][-4000:]}"
+            for position, process in enumerate(processes)
+        )
+        raise AssertionError(f"processes {failed} failed, or were killed after {timeout} s\n{report}")
     return outputs
 
 
@@ -152,7 +161,6 @@ def test_two_processes_equal_one_process_with_eight_devices(tmp_path):
     import jax
 
     from jaxretrieval import sharding
-    from jaxretrieval.multistage import micro_batched_value_and_grad  # noqa: F401  (import errors surface here)
 
     port = _free_port()
     outputs = [tmp_path / f"process_{process_id}.npz" for process_id in range(NUM_PROCESSES)]

@@ -114,7 +114,8 @@ def _tiny_overrides(config, tmp_path: pathlib.Path) -> dict:
     return overrides
 
 
-@pytest.mark.parametrize("name", CONFIGS)
+# configs/smoke.py trains (and evaluates) in test_trainer_e2e's shared run.
+@pytest.mark.parametrize("name", [name for name in CONFIGS if name != "smoke"])
 def test_config_trains_two_steps(name, tmp_path):
     from jaxretrieval import config_utils, trainer
 

@@ -36,14 +36,15 @@ def _start(workdir: pathlib.Path) -> subprocess.Popen:
     )
 
 
-def _wait_for_checkpoint(process: subprocess.Popen, workdir: pathlib.Path, timeout: float = 240) -> None:
+def _wait_for_checkpoint(process: subprocess.Popen, workdir: pathlib.Path, *, after_step: int = 0, timeout: float = 240) -> None:
+    """Polls until a complete checkpoint of a step > ``after_step`` exists (orbax renames it into place)."""
     checkpoints = workdir / "checkpoints"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if checkpoints.is_dir() and any(path.name.isdigit() for path in checkpoints.iterdir()):
+        if checkpoints.is_dir() and any(path.name.isdigit() and int(path.name) > after_step for path in checkpoints.iterdir()):
             return
         if process.poll() is not None:
-            raise AssertionError(f"training exited ({process.returncode}) before its first checkpoint:\n{process.stdout.read()[-3000:]}")
+            raise AssertionError(f"training exited ({process.returncode}) before a checkpoint:\n{process.stdout.read()[-3000:]}")
         time.sleep(0.005)
     process.kill()
     raise AssertionError("no checkpoint appeared in time")
@@ -54,47 +55,46 @@ def _flat(tree) -> dict[str, np.ndarray]:
     return {jax.tree_util.keystr(path): np.asarray(value) for path, value in leaves}
 
 
-def test_killed_run_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+def _saved_steps(workdir: pathlib.Path) -> list[int]:
+    return sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
+
+
+def test_preempted_then_killed_run_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
+    """SIGTERM (checkpoint + exit 143), restart, SIGKILL mid-run, restart: the end equals one clean run."""
     from jaxretrieval import checkpoint, config_utils, trainer
 
-    # Reference: the same command's config, uninterrupted, in this process (same 8 fake devices).
-    reference_dir = tmp_path / "uninterrupted"
-    config = config_utils.load_config(str(REPO_ROOT / "configs" / "smoke.py"), OVERRIDES)
-    trainer.train_and_evaluate(config, reference_dir)
-
-    workdir = tmp_path / "killed"
-    process = _start(workdir)
-    _wait_for_checkpoint(process, workdir)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=60)
-    assert process.returncode == -signal.SIGKILL
-    steps_at_kill = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
-    assert steps_at_kill and max(steps_at_kill) < 60, f"the run was not killed mid-way: {steps_at_kill}"
-
-    resumed = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=240)
-    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    assert "resuming from" in resumed.stdout
-
-    expected = _flat(checkpoint.load_state_arrays(reference_dir))
-    actual = _flat(checkpoint.load_state_arrays(workdir))
-    assert expected.keys() == actual.keys()
-    assert any("params" in key for key in expected)
-    for key in expected:
-        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
-    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == list(range(5, 61, 5)), "each logged step must appear once after a resume"
-
-
-def test_sigterm_saves_a_checkpoint_and_exits_143(tmp_path):
-    workdir = tmp_path / "preempted"
+    workdir = tmp_path / "interrupted"
+    # 1. SIGTERM after the first checkpoint: a checkpoint at the step it stopped, exit status 143.
     process = _start(workdir)
     _wait_for_checkpoint(process, workdir)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=120)
-    if process.returncode == 0:  # Finished all 60 steps before the signal arrived: nothing to check.
-        raise AssertionError(f"the run finished before SIGTERM; make it longer:\n{output[-2000:]}")
-    assert process.returncode == 143, output[-3000:]
-    assert "SIGTERM: stopped at step" in output
+    assert process.returncode == 143, f"expected a pre-emption exit (the run may have finished first):\n{output[-3000:]}"
     stopped_at = int(output.split("SIGTERM: stopped at step ")[1].split(";")[0])
-    saved = sorted(int(path.name) for path in (workdir / "checkpoints").iterdir() if path.name.isdigit())
-    assert saved[-1] == stopped_at < 60
+    assert _saved_steps(workdir)[-1] == stopped_at < 60
+
+    # 2. Restart, and SIGKILL it once it has written a checkpoint past the pre-emption point.
+    process = _start(workdir)
+    _wait_for_checkpoint(process, workdir, after_step=stopped_at)
+    process.send_signal(signal.SIGKILL)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == -signal.SIGKILL
+    assert f"resuming from {workdir / 'checkpoints'} step {stopped_at}" in output
+    assert _saved_steps(workdir)[-1] < 60, f"the run was not killed mid-way: {_saved_steps(workdir)}"
+
+    # 3. The same command again runs to the end.
+    resumed = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=240)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
+    assert "resuming from" in resumed.stdout
+
+    # Reference: the same config, uninterrupted, in this process (same 8 fake devices).
+    reference_dir = tmp_path / "uninterrupted"
+    trainer.train_and_evaluate(config_utils.load_config(str(REPO_ROOT / "configs" / "smoke.py"), OVERRIDES), reference_dir)
+    expected = _flat(checkpoint.load_state_arrays(reference_dir))
+    actual = _flat(checkpoint.load_state_arrays(workdir))
+    assert expected.keys() == actual.keys()
+    assert any("params" in key for key in expected) and any("opt_state" in key for key in expected)
+    for key in expected:
+        np.testing.assert_array_equal(actual[key], expected[key], err_msg=key)
+    steps = [int(line.split('"step": ')[1].split(",")[0]) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 61, 5)), "each logged step must appear once after the resumes"
