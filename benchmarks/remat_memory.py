@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=32, help="small_cnn base width (its default)")
     parser.add_argument("--descriptor-dim", type=int, default=128)
-    parser.add_argument("--check-batch-size", type=int, default=512)
-    parser.add_argument("--plot", default="docs/benchmarks/remat_memory.png")
+    parser.add_argument("--check-batch-size", type=int, default=512, help="0 = no check (and no sweep)")
+    parser.add_argument("--plot", default="docs/benchmarks/remat_memory.png", help='"" = no plot')
     args = parser.parse_args()
 
     print(
@@ -125,7 +125,24 @@ def main() -> None:
             flush=True,
         )
 
-    if args.micro_batch_sweep:
+    if args.plot and batch_sizes:
+        path = pathlib.Path(args.plot)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure, axes = plt.subplots(figsize=(6, 4))
+        for name, label in (("plain", "plain value_and_grad"), ("remat", f"multistage, micro-batch {args.micro_batch_size}")):
+            axes.plot(batch_sizes, curve[name], marker="o", label=label)
+        axes.set_xscale("log", base=2)
+        axes.set_yscale("log")
+        axes.set_xlabel("batch size B")
+        axes.set_ylabel("XLA temp memory (MiB)")
+        axes.set_title(f"small_cnn + AP head, {args.image_size}x{args.image_size}, map_q_loss (CPU)")
+        axes.grid(True, which="both", alpha=0.3)
+        axes.legend()
+        figure.tight_layout()
+        figure.savefig(path, dpi=120)
+        print(f"\nplot: {path}", flush=True)
+
+    if args.micro_batch_sweep and args.check_batch_size:
         print(f"\n| micro-batch (B = {args.check_batch_size}) | remat temp (MiB) | remat / plain |")
         print("|---:|---:|---:|")
         plain_bytes = compile_step(steps["plain"], params, args.check_batch_size, args.image_size)[0]
@@ -161,21 +178,6 @@ def main() -> None:
                 f"remat {seconds['remat']:.1f} s"
             )
 
-    path = pathlib.Path(args.plot)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, axes = plt.subplots(figsize=(6, 4))
-    for name, label in (("plain", "plain value_and_grad"), ("remat", f"multistage, micro-batch {args.micro_batch_size}")):
-        axes.plot(batch_sizes, curve[name], marker="o", label=label)
-    axes.set_xscale("log", base=2)
-    axes.set_yscale("log")
-    axes.set_xlabel("batch size B")
-    axes.set_ylabel("XLA temp memory (MiB)")
-    axes.set_title(f"small_cnn + AP head, {args.image_size}x{args.image_size}, map_q_loss (CPU)")
-    axes.grid(True, which="both", alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    print(f"\nplot: {path}")
 
 
 if __name__ == "__main__":

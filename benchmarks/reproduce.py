@@ -21,7 +21,7 @@ sample standard deviation over seeds), precision-recall curves and retrieval gri
 generated section (between the two ``GENERATED`` markers; the rest of the doc is left as it is).
 
 ``--tiny`` is the smoke size for the test suite: a symlinked subset of the image folders (16 train and
-4 test images per class) in ``<out>/tiny_data``, a 2-step budget and small widths; its records are
+4 test images per class) in ``<out>/tiny_data`` resized to 8 px, a 2-step budget and small widths; its records are
 labelled ``tiny-<budget>`` and the report marks them as smoke runs, never as results.
 """
 from __future__ import annotations
@@ -116,8 +116,8 @@ def make_tiny_image_folder(data_root: str | os.PathLike, out: str | os.PathLike)
     return tiny_root
 
 
-def study_command(*, study, bits, protocols, seeds, budget, data_root, out, tiny) -> str:
-    """The ``reproduce.py`` command line that runs these settings."""
+def study_command(*, study, bits, protocols, seeds, budget, data_root, out, tiny, methods=None) -> str:
+    """The ``reproduce.py`` command line that runs these settings (``methods``: the ``--methods`` filter)."""
     parts = [
         "python", "benchmarks/reproduce.py", "--study", study,
         "--bits", ",".join(str(value) for value in bits),
@@ -125,6 +125,8 @@ def study_command(*, study, bits, protocols, seeds, budget, data_root, out, tiny
         "--seeds", ",".join(str(value) for value in seeds),
         "--budget", budget, "--data-root", str(data_root), "--out", str(out),
     ]
+    if methods:
+        parts += ["--methods", ",".join(methods)]
     return " ".join(shlex.quote(part) for part in parts + (["--tiny"] if tiny else []))
 
 
@@ -372,7 +374,8 @@ class _StepClock:
     def _watch(self):
         seen = 0
         while not self._stop.wait(0.2):
-            lines = self._path.read_text().splitlines() if self._path.exists() else []
+            text = self._path.read_text() if self._path.exists() else ""
+            lines = text[: text.rfind("\n") + 1].splitlines()  # whole lines only: the trainer may be writing
             if len(lines) > seen:
                 cpu, wall = sum(os.times()[:2]), time.perf_counter()
                 self.samples.extend((json.loads(line)["step"], cpu, wall) for line in lines[seen:])
@@ -487,8 +490,9 @@ def run_study(args) -> list[dict]:
             "out": str(args.out),
             "command": study_command(
                 study=spec.study, bits=[spec.num_bits], protocols=[spec.protocol], seeds=[spec.seed],
-                budget=args.budget, data_root=args.data_root, out=args.out, tiny=args.tiny,
+                budget=args.budget, data_root=args.data_root, out=args.out, tiny=args.tiny, methods=args.methods,
             ),
+            "methods_filter": args.methods,
             "finished_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
         with open(out / RESULTS_FILENAME, "a") as results_file:
@@ -505,7 +509,7 @@ def run_study(args) -> list[dict]:
 
 # Column order of the tables; "@k" stands for any cut-off, binarised ("binary_") metrics come last.
 _METRIC_ORDER = (
-    "mAP", "mAP@k", "cosine_mAP", "cosine_mAP@k", "precision@k", "cosine_precision@k",
+    "mAP@k", "mAP", "cosine_mAP@k", "cosine_mAP", "precision@k", "cosine_precision@k",
     "precision_within_radius_k", "tie_aware_mAP", "tie_aware_mAP@k",
 )
 
@@ -618,22 +622,52 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
         first = section[0]
         command = study_command(
             study=study, bits=bits, protocols=[protocol], seeds=seeds, budget=budget.removeprefix("tiny-"),
-            data_root=first["data_root"], out=first["out"], tiny=first["tiny"],
+            data_root=first["data_root"], out=first["out"], tiny=first["tiny"], methods=_methods_filter(section),
         )
         lines.append(f"Command: `{command}`")
         lines.append("")
+        trained = [record for record in section if record["num_steps"]]
+        setting = (
+            f"Backbone {trained[0]['backbone']}, batch {trained[0]['batch_size']}, {trained[0]['num_steps']} steps for "
+            "every trained method"
+            if trained else "Classic hashes only (fitted, not trained)"
+        )
         lines.append(
-            f"Backbone {first['backbone']}, batch {first['batch_size']}, {first['num_steps'] or 'n/a'} steps for "
-            "every trained method; mean ± sample standard deviation over seeds; train time includes data "
-            "loading and compilation (classic hashes: feature extraction and fitting)."
+            f"{setting}; mean ± sample standard deviation over seeds (n = number of seeds); train time includes "
+            "data loading and compilation (classic hashes: data loading, feature extraction and fitting)."
         )
         lines.append("")
+        for num_bits in bits:
+            present = {record["label"] for record in section if record["num_bits"] == num_bits}
+            missing = [label for label in _expected_labels(study) if label not in present]
+            if missing:
+                lines.append(f"**NOT YET RUN** at {num_bits} bits: {', '.join(missing)}.")
+                lines.append("")
         for num_bits in bits:
             stem = f"{study}_{protocol}_{budget}_{num_bits}b"
             bits_records = [record for record in section if record["num_bits"] == num_bits]
             lines.extend(_figures(bits_records, out, figure_dir, stem, doc_dir))
             lines.append("")
+    not_run = [study for study in study_configs.STUDIES if study not in {record["study"] for record in records}]
+    if not_run:
+        lines.append(f"Studies with no run recorded: {', '.join(not_run)}: **NOT YET RUN**.")
     return "\n".join(lines) + "\n"
+
+
+def _methods_filter(records) -> list[str] | None:
+    """The union of the records' ``--methods`` filters; None when any record ran unfiltered."""
+    filters = [record.get("methods_filter") for record in records]
+    if any(not methods for methods in filters):
+        return None
+    return sorted({method for methods in filters for method in methods})
+
+
+def _expected_labels(study: str) -> list[str]:
+    """The table labels of a complete comparison of ``study``."""
+    if study == "unsupervised":
+        classic = [f"{method} ({features})" for method in study_configs.CLASSIC_METHODS for features in study_configs.CLASSIC_FEATURES]
+        return ["spq", *classic]
+    return list(study_configs.SUPERVISED_METHODS if study == "supervised" else study_configs.LISTWISE_METHODS)
 
 
 def write_report(out: str | os.PathLike, doc: str | os.PathLike) -> pathlib.Path:

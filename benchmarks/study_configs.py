@@ -211,7 +211,8 @@ def _apply_budget(config, *, study: str, budget: Budget, protocol: str, seed: in
     config.num_steps = budget.steps[study]
     config.schedule.warmup_steps = min(int(config.schedule.warmup_steps), config.num_steps // 10)
     config.log_every_steps = max(1, min(int(config.log_every_steps), config.num_steps))
-    config.checkpoint_every_steps = max(config.num_steps // 4, 1)
+    # Four checkpoints a run; a tiny run saves only its last step (each save costs seconds).
+    config.checkpoint_every_steps = config.num_steps if tiny else max(config.num_steps // 4, 1)
     # The study evaluates itself (reproduce.py) once, keeping curves and the retrieval grid.
     config.evaluate_at_end = False
     # Protocol I: mAP over the whole database; II: mAP@1000 (plus mAP over all where computed).

@@ -20,6 +20,12 @@ in contiguous blocks over the mesh's data axis, every micro-batch is then spread
 devices, so each stage runs data-parallel with no resharding. ``embed_fn`` must treat examples
 independently (eval-mode or frozen BatchNorm, no dropout), so the grouping does not change any value.
 
+Speed on CPU: XLA:CPU (jax 0.10.2) runs the backward convolutions inside the stage-3 loop much more
+slowly than the same convolutions outside a loop (jax-ml/jax#12868); with a small CNN here the
+multistage step took about ten times as long as the plain one (docs/benchmarks/memory.md). Unrolling the
+loop removes the slowdown but lets XLA schedule the micro-batches together, which gives the memory back,
+so the loop stays. Accelerator timings have not been measured.
+
 References:
   Revaud, Almazan, Rezende, de Souza. "Learning with Average Precision: Training Image Retrieval with
   a Listwise Loss." ICCV 2019, section 3.3 (multistage back-propagation).

@@ -127,6 +127,10 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
     text = doc.read_text()
     assert text.startswith("# Results\n\nHand-written design.\n")
     assert text.count("TINY SMOKE RUN") == 2
+    assert "--methods csq --tiny`" in text and "--methods itq --tiny`" in text  # each table's exact command
+    assert "**NOT YET RUN** at 16 bits: pairwise, triplet." in text
+    assert "**NOT YET RUN** at 16 bits: spq, lsh (pixels), lsh (backbone)." in text
+    assert "Studies with no run recorded: listwise: **NOT YET RUN**." in text
     assert "| 16 | csq | 0." in text and "| 16 | itq (backbone) | 0." in text and "| 16 | itq (pixels) | 0." in text
     for stem in ("supervised_II_tiny-cpu20_16b", "unsupervised_II_tiny-cpu20_16b"):
         for suffix in ("pr", "grid"):

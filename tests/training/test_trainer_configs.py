@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT
+from trainer_test_utils import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
 CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.py"))

@@ -1,5 +1,4 @@
 """Pre-emption: a run killed mid-way (SIGKILL) resumes and ends bit-identical; SIGTERM checkpoints."""
-import os
 import pathlib
 import signal
 import subprocess
@@ -9,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from conftest import REPO_ROOT
+from trainer_test_utils import REPO_ROOT, subprocess_environment
 
 # Long enough (60 steps, a checkpoint every 5) that a kill right after the first checkpoint lands mid-run.
 OVERRIDES = {
@@ -26,13 +25,9 @@ def _command(workdir: pathlib.Path) -> list[str]:
     return [sys.executable, "-m", "jaxretrieval.train", "--config=configs/smoke.py", f"--workdir={workdir}", *flags]
 
 
-def _environment() -> dict[str, str]:
-    return {key: value for key, value in os.environ.items() if "proxy" not in key.lower()}
-
-
 def _start(workdir: pathlib.Path) -> subprocess.Popen:
     return subprocess.Popen(
-        _command(workdir), cwd=REPO_ROOT, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        _command(workdir), cwd=REPO_ROOT, env=subprocess_environment(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
 
 
@@ -83,7 +78,7 @@ def test_preempted_then_killed_run_resumes_to_the_parameters_of_an_uninterrupted
     assert _saved_steps(workdir)[-1] < 60, f"the run was not killed mid-way: {_saved_steps(workdir)}"
 
     # 3. The same command again runs to the end.
-    resumed = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=_environment(), capture_output=True, text=True, timeout=240)
+    resumed = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=subprocess_environment(), capture_output=True, text=True, timeout=240)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
     assert "resuming from" in resumed.stdout
 

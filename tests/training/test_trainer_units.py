@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT, run_module
+from trainer_test_utils import REPO_ROOT, run_module
 
 
 def _config(**changes):
