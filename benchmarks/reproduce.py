@@ -534,7 +534,8 @@ def mean_and_spread(values) -> str:
 
 
 def _method_order(record) -> tuple:
-    methods = (*study_configs.SUPERVISED_METHODS, "spq", "map_q", *study_configs.CLASSIC_METHODS)
+    # The proposed method first, then its baselines (csq, pairwise, triplet; spq, lsh, itq; map_q, triplet).
+    methods = ("csq", "pairwise", "spq", "map_q", "triplet", *study_configs.CLASSIC_METHODS)
     return (record["num_bits"], methods.index(record["method"]) if record["method"] in methods else 99, record["label"])
 
 

@@ -57,8 +57,9 @@ _BLOCKS_PER_CHUNK = 128
 _BLOCKS_PER_SUPERBLOCK = 16
 _ITEMS_PER_SUBBLOCK = 8
 # Target temporary memory of one query batch (block minima + gathered candidates).
-_BATCH_BYTES = 2 << 20
+_BATCH_BYTES = 1 << 20
 _MAX_QUERY_BATCH = 32
+_PQ_TABLE_BYTES = 32 << 10
 
 # Number of times each jitted search has been traced (= compiled), by name. Tests use it to check
 # that a new query count inside a bucket does not recompile; it does not depend on jax internals.
@@ -323,13 +324,15 @@ def _power_of_two_at_most(value: int) -> int:
     return 1 << (max(1, value).bit_length() - 1)
 
 
-def _query_batches(bucket: int, num_blocks: int, k: int, columns: int) -> tuple[int, int]:
+def _query_batches(
+    bucket: int, num_blocks: int, k: int, columns: int, max_pass_batch: int
+) -> tuple[int, int]:
     """(queries per block-minima pass, queries per selection step), powers of two.
 
     The pass wants many queries per database chunk (fewer, larger fused loops); the selection's
     gathered candidates grow with ``k``, so it runs over smaller slices of the same batch.
     """
-    pass_batch = min(bucket, _MAX_QUERY_BATCH,
+    pass_batch = min(bucket, max_pass_batch,
                      _power_of_two_at_most(_BATCH_BYTES // (4 * num_blocks)))
     candidate_bytes = 8 * min(k, num_blocks) * _ITEMS_PER_BLOCK * (columns + 1)
     select_batch = min(pass_batch, _power_of_two_at_most(_BATCH_BYTES // candidate_bytes))
@@ -338,7 +341,7 @@ def _query_batches(bucket: int, num_blocks: int, k: int, columns: int) -> tuple[
 
 def _search_prepared(
     queries, planes, blocks, num_valid, *, k, pass_fn, item_fn, columns, pad_distance,
-    distance_dtype=jnp.float32, query_fn=lambda q: q,
+    distance_dtype=jnp.float32, query_fn=lambda q: q, max_pass_batch=_MAX_QUERY_BATCH,
 ):
     """Top ``k`` for all (bucket-padded) queries, in query batches under ``lax.map``.
 
@@ -347,7 +350,9 @@ def _search_prepared(
     ``-1`` ids) inside the loop so the stacked loop output is the result itself, not a copy of it.
     """
     bucket = queries.shape[0]
-    pass_batch, select_batch = _query_batches(bucket, blocks.shape[0], k, columns)
+    pass_batch, select_batch = _query_batches(
+        bucket, blocks.shape[0], k, columns, _power_of_two_at_most(max_pass_batch)
+    )
     steps = pass_batch // select_batch
 
     def select(step_inputs):
@@ -743,6 +748,8 @@ def _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, *, k, distance
         queries, planes, blocks, num_valid, k=k, pass_fn=_pq_pass, item_fn=_pq_items,
         columns=blocks.shape[-1], pad_distance=jnp.inf,
         query_fn=lambda batch: _tables(batch, codebooks, distance),
+        # Table lookups are random access: keep one pass batch's tables within ~32 KiB (L1).
+        max_pass_batch=_PQ_TABLE_BYTES // (4 * codebooks.shape[0] * codebooks.shape[1]),
     )
 
 

@@ -10,19 +10,18 @@ BATCH_SIZE = 16
 
 
 def all_losses_and_gradients(features_a, features_b, quantized_a, quantized_b, descriptors,
-                             labels, multi_hot, where):
+                             labels, multi_hot, where, weights):
     """Every batch-coupled loss with its gradient, in one function so that it compiles once."""
     spq = jax.value_and_grad(spq_loss, argnums=(0, 1, 2, 3))(
         features_a, features_b, quantized_a, quantized_b)
-    map_q = jax.value_and_grad(map_q_loss)(descriptors, labels)
-    map_q_masked = jax.value_and_grad(
-        lambda d: map_q_loss(d, multi_hot, where=where, tie_aware=True))(descriptors)
+    # where and multi-hot labels in map_q share their code path with the triplet loss (below).
+    map_q = jax.value_and_grad(lambda d: map_q_loss(d, labels, query_weights=weights))(descriptors)
     triplet = jax.value_and_grad(lambda x: triplet_margin_loss(x, labels, where=where).sum())(
         features_a)
     triplet_cosine = triplet_margin_loss(features_a, multi_hot, distance="cosine")
     pairwise = jax.value_and_grad(
         lambda x: pairwise_likelihood_loss(x, labels, quantization_weight=0.1).sum())(features_b)
-    return spq, map_q, map_q_masked, triplet, triplet_cosine, pairwise
+    return spq, map_q, triplet, triplet_cosine, pairwise
 
 
 def test_sharded_equals_unsharded():
@@ -35,7 +34,8 @@ def test_sharded_equals_unsharded():
     labels = jnp.arange(BATCH_SIZE) % 5
     multi_hot = jax.nn.one_hot(labels, 5).at[::3, 4].set(1.0)
     where = jnp.arange(BATCH_SIZE) != 7
-    inputs = (*features, descriptors, labels, multi_hot, where)
+    weights = jnp.linspace(0.5, 1.5, BATCH_SIZE)
+    inputs = (*features, descriptors, labels, multi_hot, where, weights)
     compute = jax.jit(all_losses_and_gradients)
     unsharded = compute(*inputs)
 
