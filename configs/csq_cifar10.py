@@ -7,8 +7,9 @@ Command (bits: 16, 32 or 64; default 64)::
 Data: ../shared/data/cifar10 (image folders ``<split>/<class>/*.jpg``); override with
 ``--config.data.root=/path/to/cifar10``. Model: the small CNN (width 32) and CSQ's hash head, trained
 from scratch (the paper fine-tunes an ImageNet ResNet-50 / AlexNet at 224 px; no download here).
-Hardware / time: a 2-core CPU, about 20 minutes for 15 epochs (step time measured by the reproduction
-study, docs/results.md); a GPU takes about a minute. Expected mAP@1000: well below the paper's AlexNet
+Hardware / time: a 2-core CPU, roughly 1.3 to 2.6 hours for 15 epochs (5,859 steps at about 1.6
+CPU-seconds each, measured by the reproduction study, docs/results.md; not yet run to the end); GPU
+time not measured yet. For a 20-minute CPU run use the study's ``cpu20`` budget (benchmarks/reproduce.py). Expected mAP@1000: well below the paper's AlexNet
 0.79 at 64 bits (from-scratch small CNN at 32 px); see docs/results.md for measured numbers.
 """
 from jaxretrieval.config_utils import base_config, parse_bits

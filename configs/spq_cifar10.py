@@ -7,7 +7,8 @@ Command::
 Data: ../shared/data/cifar10, protocol II (10,000 test queries, 50,000 training images = database,
 labels used only for evaluation). Model: the small CNN with SPQ's quantization head (8 books x 16
 words x 16 dims = 32 bits), SPQ's two-view augmentations, the official loss temperatures and Adam
-3e-4 / weight decay 1e-5. Hardware / time: a 2-core CPU, about 20 minutes (10 epochs). Expected
+3e-4 / weight decay 1e-5. Hardware / time: a 2-core CPU, roughly 1.9 to 3.7 hours for 10 epochs (1,953 steps at
+about 6.9 CPU-seconds each, measured by the reproduction study; not yet run to the end). Expected
 mAP@1000: far below the paper's 0.793 (ResNet-18, 2,000+ epochs on a GPU: configs/spq_cifar10_paper.py).
 """
 from jaxretrieval.config_utils import base_config
