@@ -74,7 +74,9 @@ def hardware() -> dict:
             ).stdout.strip()
         )
     except (OSError, subprocess.CalledProcessError):
-        commit, dirty = "unknown", True
+        # A copy of the tree without .git (e.g. shipped to a GPU machine) names its commit in the environment.
+        commit = os.environ.get("JAXRETRIEVAL_GIT_COMMIT", "unknown")
+        dirty = commit == "unknown"
     return {
         "platform": devices[0].platform,
         "device_kind": devices[0].device_kind,
