@@ -7,6 +7,7 @@ import jax.numpy as jnp
 from jaxretrieval.losses import _reduce
 
 _DISTANCES = ("squared_l2", "cosine")
+_MINING = ("batch_hard", "batch_all")
 
 
 def _check_batch_inputs(values, labels, where, values_name):
@@ -93,15 +94,23 @@ def triplet_margin_loss(
     distance: str = "squared_l2",
     where: jax.Array | None = None,
 ) -> jax.Array:
-    r"""Triplet margin loss with batch-hard mining, per anchor (Hermans et al.).
+    r"""Triplet margin loss with batch-hard or batch-all mining, per anchor (Hermans et al.).
 
-    For each anchor, the hardest positive (farthest example sharing a label, itself excluded) and the
-    hardest negative (closest example sharing no label):
+    ``"batch_hard"``: for each anchor, the hardest positive (farthest example sharing a label, itself
+    excluded) and the hardest negative (closest example sharing no label):
 
     .. math::
-        \ell_a = \max\big(0,\; \max_{p} d(a, p) - \min_{n} d(a, n) + m\big),
+        \ell_a = \max\big(0,\; \max_{p} d(a, p) - \min_{n} d(a, n) + m\big).
 
-    with :math:`d` a distance (ascending = more similar): ``"squared_l2"``
+    ``"batch_all"``: the mean over every positive :math:`p` and negative :math:`n` of the anchor,
+
+    .. math::
+        \ell_a = \operatorname{mean}_{p, n} \max\big(0,\; d(a, p) - d(a, n) + m\big),
+
+    which costs a ``[batch, batch, batch]`` array (per device: its anchors only). Batch-hard mining
+    can drive a network trained from scratch into a collapse (all outputs equal: every loss is
+    :math:`m` and every gradient 0), as it did in our CIFAR-10 study (docs/results.md); the averaged
+    batch-all gradient avoided it there. Distances :math:`d` :math:`d` a distance (ascending = more similar): ``"squared_l2"``
     :math:`\lVert x - y \rVert^2` or ``"cosine"`` :math:`1 - \cos(x, y)`. Anchors with no positive or
     no negative in the batch get 0 (never NaN).
 
@@ -109,7 +118,7 @@ def triplet_margin_loss(
         embeddings: ``[batch, dim]`` floating.
         labels: integer class ids ``[batch]`` or multi-hot ``[batch, num_classes]``.
         margin: :math:`m`.
-        mining: ``"batch_hard"`` (the only strategy offered).
+        mining: ``"batch_hard"`` or ``"batch_all"``.
         distance: ``"squared_l2"`` or ``"cosine"``.
         where: optional ``[batch]`` bool; masked examples are neither anchors nor candidates.
 
@@ -126,8 +135,8 @@ def triplet_margin_loss(
         Hermans, Beyer and Leibe, "In Defense of the Triplet Loss for Person Re-Identification",
         arXiv:1703.07737, 2017.
     """
-    if mining != "batch_hard":
-        raise ValueError(f"mining must be 'batch_hard', got {mining!r}")
+    if mining not in _MINING:
+        raise ValueError(f"mining must be one of {_MINING}, got {mining!r}")
     if distance not in _DISTANCES:
         raise ValueError(f"distance must be one of {_DISTANCES}, got {distance!r}")
     embeddings, shares_label, valid_pair, _ = _check_batch_inputs(
@@ -135,6 +144,12 @@ def triplet_margin_loss(
     distances = _pairwise_distances(embeddings, distance)
     is_positive = valid_pair & shares_label
     is_negative = valid_pair & ~shares_label
+    if mining == "batch_all":
+        valid_triplet = is_positive[:, :, None] & is_negative[:, None, :]
+        violations = jax.nn.relu(distances[:, :, None] - distances[:, None, :] + margin)
+        totals = jnp.sum(jnp.where(valid_triplet, violations, 0.0), axis=(1, 2))
+        counts = jnp.sum(valid_triplet, axis=(1, 2))
+        return jnp.where(counts > 0, totals / jnp.maximum(counts, 1), 0.0)
     hardest_positive = jnp.max(jnp.where(is_positive, distances, -jnp.inf), axis=1)
     hardest_negative = jnp.min(jnp.where(is_negative, distances, jnp.inf), axis=1)
     has_triplet = jnp.any(is_positive, axis=1) & jnp.any(is_negative, axis=1)

@@ -33,6 +33,7 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import nnx
 
@@ -53,7 +54,7 @@ __all__ = [
 ]
 
 HEADS = ("hash", "pq", "ap")
-_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float64": jnp.float64}
 _REQUIRED = object()
 
 
@@ -98,7 +99,8 @@ def build_model(model_config, *, rngs: nnx.Rngs) -> RetrievalModel:
     ``gem_p`` (3.0); all: ``width`` (small_cnn's base number of features, 32; the ResNets always
     have their published widths, thin ones come from ``backbones.build_backbone(..., width=...)``),
     ``in_channels`` (3),
-    ``dtype`` ("float32" | "bfloat16", the compute dtype; parameters stay float32),
+    ``dtype`` ("float32" | "bfloat16" | "float64", the compute dtype; parameters stay float32; float64
+    needs ``jax_enable_x64``, for numerical checks),
     ``pretrained_path`` ("" = from scratch; else converted torchvision weights loaded into the backbone,
     see ``load_pretrained``; when building under ``jax.jit`` / ``nnx.eval_shape``, leave it empty and
     call ``load_pretrained(model, path)`` on the concrete model afterwards). ``rngs`` needs a ``"params"`` stream (or a default) and, for the hash
@@ -114,6 +116,9 @@ def build_model(model_config, *, rngs: nnx.Rngs) -> RetrievalModel:
     if dtype_name not in _DTYPES:
         raise ValueError(f"unknown model.dtype {dtype_name!r}; choose one of {', '.join(_DTYPES)}")
     dtype = _DTYPES[dtype_name]
+    if dtype_name == "float64" and not jax.config.jax_enable_x64:
+        # Without x64 JAX would compute in float32 and say nothing.
+        raise ValueError("model.dtype 'float64' needs jax.config.update('jax_enable_x64', True) first")
     in_channels = _positive_int(model_config, "in_channels", 3)
 
     # The ResNets keep their published widths (pretrained weights fit them); ``width`` is small_cnn's.

@@ -8,7 +8,8 @@
 - ``APHead`` (mAP_Q): GeM pooling with trainable ``p``, Linear to ``descriptor_dim``, L2 normalisation;
   in eval mode the learned PCA-whitening (power 0.25) is applied and the result re-normalised.
 
-All heads return float32 whatever the compute dtype, so losses and metrics run in float32.
+All heads return float32 for float32 and bfloat16 compute (losses and metrics run in float32), float64
+for float64 compute (numerical checks under ``jax_enable_x64``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,11 @@ def global_average_pool(feature_maps: jax.Array) -> jax.Array:
     return jnp.mean(feature_maps, axis=(1, 2))
 
 
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    """bfloat16 -> float32; float32 and float64 unchanged."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def generalized_mean_pool(feature_maps: jax.Array, p: jax.Array, *, epsilon: float = _GEM_EPSILON) -> jax.Array:
     """GeM pooling: ``(mean_{h,w} max(x, epsilon)^p)^(1/p)`` per feature, ``[batch, h, w, f]`` -> ``[batch, f]``.
 
@@ -40,7 +46,7 @@ def generalized_mean_pool(feature_maps: jax.Array, p: jax.Array, *, epsilon: flo
     References:
         Radenovic, Tolias, Chum, "Fine-tuning CNN Image Retrieval with No Human Annotation", TPAMI 2018.
     """
-    clamped = jnp.maximum(feature_maps.astype(jnp.float32), epsilon)
+    clamped = jnp.maximum(_at_least_float32(feature_maps), epsilon)
     return jnp.mean(clamped**p, axis=(1, 2)) ** (1.0 / p)
 
 
@@ -74,7 +80,7 @@ class HashHead(nnx.Module):
     def __call__(self, feature_maps: jax.Array) -> jax.Array:
         x = jax.nn.relu(self.hidden1(global_average_pool(feature_maps)))
         x = jax.nn.relu(self.hidden2(self.dropout(x)))
-        return self.output(x).astype(jnp.float32)
+        return _at_least_float32(self.output(x))
 
 
 class PQHead(nnx.Module):
@@ -118,7 +124,7 @@ class PQHead(nnx.Module):
         x = global_average_pool(feature_maps)
         if self.hidden is not None:
             x = jax.nn.relu(self.hidden(x))
-        return self.projection(x).astype(jnp.float32)
+        return _at_least_float32(self.projection(x))
 
 
 class Whitening(nnx.Variable):
@@ -143,7 +149,7 @@ class APHead(nnx.Module):
 
     def __call__(self, feature_maps: jax.Array) -> jax.Array:
         pooled = generalized_mean_pool(feature_maps, self.gem_p[...])
-        descriptors = l2_normalize(self.fc(pooled).astype(jnp.float32))
+        descriptors = l2_normalize(_at_least_float32(self.fc(pooled)))
         if not self.deterministic:
             return descriptors
         centered = descriptors - self.whitening_mean[...]

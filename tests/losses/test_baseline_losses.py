@@ -17,7 +17,7 @@ def normal(seed, shape):
 
 
 pairwise_jit = jax.jit(pairwise_likelihood_loss, static_argnames=("quantization_weight",))
-triplet_jit = jax.jit(triplet_margin_loss, static_argnames=("margin", "distance"))
+triplet_jit = jax.jit(triplet_margin_loss, static_argnames=("margin", "distance", "mining"))
 
 
 def brute_force_pairwise(outputs, labels, quantization_weight):
@@ -34,7 +34,7 @@ def brute_force_pairwise(outputs, labels, quantization_weight):
     return np.array(losses)
 
 
-def brute_force_triplet(embeddings, labels, margin, distance):
+def brute_force_triplet(embeddings, labels, margin, distance, mining="batch_hard"):
     embeddings = np.asarray(embeddings, np.float64)
     losses = []
     for anchor in range(len(embeddings)):
@@ -47,8 +47,10 @@ def brute_force_triplet(embeddings, labels, margin, distance):
         negatives = [dist(j) for j in range(len(embeddings)) if labels[j] != labels[anchor]]
         if not positives or not negatives:
             losses.append(0.0)
-        else:
+        elif mining == "batch_hard":
             losses.append(max(0.0, max(positives) - min(negatives) + margin))
+        else:
+            losses.append(np.mean([max(0.0, p - n + margin) for p in positives for n in negatives]))
     return np.array(losses)
 
 
@@ -95,6 +97,22 @@ def test_triplet_against_brute_force(distance):
                                    rtol=1e-6)
         check_grads(lambda x: loss_fn(x, LABELS, margin=0.5), (embeddings,), order=1, modes=["rev"],
                     atol=1e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("distance", ["squared_l2", "cosine"])
+def test_triplet_batch_all_against_brute_force(distance):
+    embeddings = normal(2, (6, 3))
+    losses = triplet_jit(embeddings, LABELS, margin=0.5, distance=distance, mining="batch_all")
+    np.testing.assert_allclose(
+        losses, brute_force_triplet(embeddings, LABELS, 0.5, distance, mining="batch_all"), rtol=1e-5, atol=1e-6)
+    assert losses[5] == 0.0  # no positive for class 3
+    # Averaged over all triplets, never above the hardest one.
+    assert np.all(np.asarray(losses) <= np.asarray(triplet_jit(embeddings, LABELS, margin=0.5, distance=distance)) + 1e-6)
+    # All outputs equal (the collapse of batch-hard training): loss = margin, no NaN in the gradient.
+    collapsed_loss, collapsed_grad = jax.value_and_grad(
+        lambda x: triplet_margin_loss(x, LABELS, margin=0.5, distance=distance, mining="batch_all").sum()
+    )(jnp.ones((6, 3)))
+    assert np.isfinite(collapsed_loss) and np.all(np.isfinite(collapsed_grad))
 
 
 def test_triplet_masks_and_degenerate_batches():

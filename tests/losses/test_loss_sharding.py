@@ -19,9 +19,11 @@ def all_losses_and_gradients(features_a, features_b, quantized_a, quantized_b, d
     triplet = jax.value_and_grad(lambda x: triplet_margin_loss(x, labels, where=where).sum())(
         features_a)
     triplet_cosine = triplet_margin_loss(features_a, multi_hot, distance="cosine")
+    triplet_all = jax.value_and_grad(
+        lambda x: triplet_margin_loss(x, labels, mining="batch_all", distance="cosine", where=where).sum())(features_b)
     pairwise = jax.value_and_grad(
         lambda x: pairwise_likelihood_loss(x, labels, quantization_weight=0.1).sum())(features_b)
-    return spq, map_q, triplet, triplet_cosine, pairwise
+    return spq, map_q, triplet, triplet_cosine, triplet_all, pairwise
 
 
 def test_sharded_equals_unsharded():
