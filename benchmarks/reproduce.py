@@ -234,6 +234,14 @@ def run_trained(spec, workdir: pathlib.Path) -> dict:
 
     start = time.perf_counter()
     trained = trainer.restore_trained_model(workdir)
+    final_step = int(jax.device_get(trained.state.step))
+    if final_step != int(spec.config.num_steps):
+        # The trainer stops early (after a checkpoint) on SIGTERM, e.g. from `timeout`: such a model is
+        # not the budget's, and must never be evaluated as if it were (rerun to resume it).
+        raise RuntimeError(
+            f"{spec.name}: training stopped at step {final_step} of {spec.config.num_steps} (interrupted?); "
+            "not evaluated, not recorded; rerun the same command to resume it"
+        )
     data = data_lib.build_retrieval_data(trained.config.data, workdir=str(workdir))
     encoder = evaluate.Encoder(trained.config, trained.method, trained.eval_graphdef, trained.mesh)
     query = encoder.encode(trained.state, data.query)
@@ -452,6 +460,20 @@ def read_records(out: str | os.PathLike) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def read_all_records(outs) -> list[dict]:
+    """The records of several ``--out`` directories; each keeps the directory it was read from (``_read_from``)."""
+    records = []
+    for out in outs:
+        for record in read_records(out):
+            record["_read_from"] = str(out)
+            records.append(record)
+    names = [(record["name"], _platform_label(record)) for record in records]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ValueError(f"runs recorded twice on the same hardware across {list(outs)}: {duplicates}")
+    return records
+
+
 def run_study(args) -> list[dict]:
     """Runs every run of the arguments not yet in ``<out>/results.jsonl``; returns the new records."""
     out = pathlib.Path(args.out)
@@ -571,7 +593,7 @@ def _figures(records, out: pathlib.Path, figure_dir: pathlib.Path, stem: str, do
     runs = [record for record in sorted(records, key=_method_order) if record["seed"] == first_seed]
     curves, query_images, result_images, correct, titles = {}, [], [], [], []
     for record in runs:
-        path = out / record["name"] / STUDY_EVAL_FILENAME
+        path = pathlib.Path(record.get("_read_from", out)) / record["name"] / STUDY_EVAL_FILENAME
         if not path.exists():
             continue
         with np.load(path) as saved:
@@ -610,9 +632,10 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
     lines = []
     sections: dict[tuple, list[dict]] = {}
     for record in records:
-        sections.setdefault((record["study"], record["protocol"], record["budget"]), []).append(record)
-    for (study, protocol, budget), section in sorted(sections.items()):
-        lines.append(f"### {study}, protocol {protocol}, budget {budget}")
+        key = (record["study"], record["protocol"], record["budget"], _platform_label(record))
+        sections.setdefault(key, []).append(record)
+    for (study, protocol, budget, platform_label), section in sorted(sections.items()):
+        lines.append(f"### {study}, protocol {protocol}, budget {budget}, on {platform_label}")
         lines.append("")
         if any(record["tiny"] for record in section):
             lines.append("**TINY SMOKE RUN (a few steps on a few hundred images): not a result, checks only that "
@@ -647,7 +670,8 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
                 lines.append(f"**NOT YET RUN** at {num_bits} bits: {', '.join(missing)}.")
                 lines.append("")
         for num_bits in bits:
-            stem = f"{study}_{protocol}_{budget}_{num_bits}b"
+            hardware_stem = "" if platform_label == "CPU" else "_" + re.sub(r"[^A-Za-z0-9]+", "_", platform_label).strip("_")
+            stem = f"{study}_{protocol}_{budget}{hardware_stem}_{num_bits}b"
             bits_records = [record for record in section if record["num_bits"] == num_bits]
             lines.extend(_figures(bits_records, out, figure_dir, stem, doc_dir))
             lines.append("")
@@ -655,6 +679,12 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
     if not_run:
         lines.append(f"Studies with no run recorded: {', '.join(not_run)}: **NOT YET RUN**.")
     return "\n".join(lines) + "\n"
+
+
+def _platform_label(record) -> str:
+    """``"CPU"`` or the accelerator's kind: runs of one budget on different hardware get their own tables."""
+    machine = record["hardware"]
+    return "CPU" if machine["platform"] == "cpu" else machine["device_kind"]
 
 
 def _methods_filter(records) -> list[str] | None:
@@ -673,10 +703,12 @@ def _expected_labels(study: str) -> list[str]:
     return list(study_configs.SUPERVISED_METHODS if study == "supervised" else study_configs.LISTWISE_METHODS)
 
 
-def write_report(out: str | os.PathLike, doc: str | os.PathLike) -> pathlib.Path:
-    """Replaces the generated section of ``doc`` (appending markers if it has none) from ``<out>``'s records."""
+def write_report(outs, doc: str | os.PathLike) -> pathlib.Path:
+    """Replaces the generated section of ``doc`` (appending markers if it has none) from the records of
+    ``outs`` (one ``--out`` directory or a list of them)."""
+    outs = [outs] if isinstance(outs, (str, os.PathLike)) else list(outs)
     doc = pathlib.Path(doc)
-    generated = render_report(read_records(out), pathlib.Path(out), doc.parent)
+    generated = render_report(read_all_records(outs), pathlib.Path(outs[0]), doc.parent)
     text = doc.read_text() if doc.exists() else ""
     if GENERATED_BEGIN in text and GENERATED_END in text:
         before, rest = text.split(GENERATED_BEGIN, 1)
@@ -705,7 +737,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         help="only these methods of the study (e.g. csq or lsh,itq)")
     parser.add_argument("--budget", default="cpu20", choices=[name for name in study_configs.BUDGETS if name != "tiny"])
     parser.add_argument("--data-root", default="../shared/data/cifar10")
-    parser.add_argument("--out", default="runs/study")
+    parser.add_argument("--out", default="runs/study", help="with --report: one or more directories, comma-separated")
     parser.add_argument("--tiny", action="store_true", help="smoke size for tests (not a result)")
     parser.add_argument("--report", action="store_true", help="render --doc from <out>/results.jsonl and stop")
     parser.add_argument("--doc", default=str(study_configs.REPO_ROOT / "docs" / "results.md"))
@@ -721,7 +753,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
-        print(f"wrote {write_report(args.out, args.doc)}")
+        print(f"wrote {write_report(args.out.split(','), args.doc)}")
         return
     if args.dry_run:
         for spec in study_configs.study_runs(

@@ -128,3 +128,41 @@ def test_small_cnn_remat_step_uses_a_quarter_of_the_plain_temporary_memory():
     remat_bytes = remat.memory_analysis().temp_size_in_bytes
     assert remat_bytes * 4 <= plain_bytes, (remat_bytes, plain_bytes)
     chex.assert_trees_all_close(remat(params, images, labels), plain(params, images, labels), rtol=1e-5, atol=1e-7)
+
+
+_FLOAT64_CHECK = r'''
+import jax, jax.numpy as jnp, ml_collections, numpy as np
+jax.config.update("jax_enable_x64", True)
+from flax import nnx
+from jaxretrieval.losses import map_q_loss
+from jaxretrieval.models import build_model
+from jaxretrieval.multistage import micro_batched_value_and_grad
+config = ml_collections.ConfigDict({"backbone": "small_cnn", "head": "ap", "descriptor_dim": 16, "width": 4, "dtype": "float64"})
+model = build_model(config, rngs=nnx.Rngs(0))
+model.eval()
+graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+params = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), params)
+embed = lambda p, x: nnx.merge(graphdef, p, rest)(x)
+keys = jax.random.split(jax.random.key(0), 2)
+images = jax.random.uniform(keys[0], (64, 16, 16, 3), jnp.float64)
+labels = jax.random.randint(keys[1], (64,), 0, 4)
+plain = jax.jit(lambda p: jax.value_and_grad(lambda q: map_q_loss(embed(q, images), labels))(p))(params)
+remat = jax.jit(micro_batched_value_and_grad(embed, map_q_loss, micro_batch_size=8))(params, images, labels)
+assert all(leaf.dtype == jnp.float64 for leaf in jax.tree.leaves(plain[1]))
+worst = max(float(np.abs(a - b).max() / np.abs(a).max()) for a, b in zip(jax.tree.leaves(plain[1]), jax.tree.leaves(remat[1])))
+print("WORST", worst, float(plain[0]), float(remat[0]))
+'''
+
+
+def test_small_cnn_map_q_gradients_equal_plain_in_float64():
+    """Multistage backprop computes the plain gradient: in float64 the two agree to ~1e-12 (float32 differs
+    by rounding, which mAP_Q's piecewise-linear binning amplifies; docs/benchmarks/memory.md). A subprocess,
+    because jax_enable_x64 is process-wide."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", _FLOAT64_CHECK], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    worst, plain_loss, remat_loss = (float(value) for value in result.stdout.split("WORST")[1].split())
+    assert worst < 1e-9, worst
+    assert abs(plain_loss - remat_loss) < 1e-12

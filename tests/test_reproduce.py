@@ -1,5 +1,6 @@
 """The reproduction-study harness (benchmarks/reproduce.py, benchmarks/study_configs.py), at tiny size."""
 import importlib.util
+import json
 import pathlib
 
 import numpy as np
@@ -139,3 +140,15 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
             assert f"(results/{stem}_{suffix}.png)" in text
     reproduce.main(["--report", "--out", str(out), "--doc", str(doc)])
     assert doc.read_text() == text  # the generated section is replaced, not appended
+
+    # A second results directory (e.g. runs merged from a GPU machine) gets its own section per hardware.
+    gpu_out = tmp_path / "study_gpu"
+    gpu_out.mkdir()
+    gpu_record = dict(records[0], hardware=dict(records[0]["hardware"], platform="gpu", device_kind="Test GPU"))
+    (gpu_out / reproduce.RESULTS_FILENAME).write_text(json.dumps(gpu_record) + "\n")
+    reproduce.main(["--report", "--out", f"{out},{gpu_out}", "--doc", str(doc)])
+    merged = doc.read_text()
+    assert "### supervised, protocol II, budget tiny-cpu20, on Test GPU" in merged
+    assert "### supervised, protocol II, budget tiny-cpu20, on CPU" in merged
+    with pytest.raises(ValueError, match="recorded twice"):
+        reproduce.main(["--report", "--out", f"{out},{out}", "--doc", str(doc)])

@@ -185,3 +185,9 @@ def test_missing_pretrained_file_is_a_clear_error(tmp_path):
     config = {"backbone": "small_cnn", "head": "hash", "num_bits": 8, "width": 2, "hidden_dim": 4, "pretrained_path": str(missing)}
     with pytest.raises(FileNotFoundError, match=str(missing)):
         nnx.eval_shape(lambda: models.build_model(config, rngs=nnx.Rngs(0)))
+
+
+def test_float64_compute_needs_x64():
+    config = ml_collections.ConfigDict({"backbone": "small_cnn", "head": "ap", "descriptor_dim": 8, "width": 4, "dtype": "float64"})
+    with pytest.raises(ValueError, match="jax_enable_x64"):
+        models.build_model(config, rngs=nnx.Rngs(0))
