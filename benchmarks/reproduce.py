@@ -667,7 +667,15 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
             present = {record["label"] for record in section if record["num_bits"] == num_bits}
             missing = [label for label in _expected_labels(study) if label not in present]
             if missing:
-                lines.append(f"**NOT YET RUN** at {num_bits} bits: {', '.join(missing)}.")
+                elsewhere = {
+                    label: sorted({_platform_label(record) for record in records if record["label"] == label
+                                   and record["num_bits"] == num_bits and (record["study"], record["protocol"],
+                                   record["budget"]) == (study, protocol, budget)})
+                    for label in missing
+                }
+                described = [f"{label} (run on {', '.join(elsewhere[label])} only)" if elsewhere[label] else label
+                             for label in missing]
+                lines.append(f"**NOT YET RUN** on {platform_label} at {num_bits} bits: {', '.join(described)}.")
                 lines.append("")
         for num_bits in bits:
             hardware_stem = "" if platform_label == "CPU" else "_" + re.sub(r"[^A-Za-z0-9]+", "_", platform_label).strip("_")

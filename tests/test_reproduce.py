@@ -129,8 +129,8 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
     assert text.startswith("# Results\n\nHand-written design.\n")
     assert text.count("TINY SMOKE RUN") == 2
     assert "--methods csq --tiny`" in text and "--methods itq --tiny`" in text  # each table's exact command
-    assert "**NOT YET RUN** at 16 bits: pairwise, triplet." in text
-    assert "**NOT YET RUN** at 16 bits: spq, lsh (pixels), lsh (backbone)." in text
+    assert "**NOT YET RUN** on CPU at 16 bits: pairwise, triplet." in text
+    assert "**NOT YET RUN** on CPU at 16 bits: spq, lsh (pixels), lsh (backbone)." in text
     assert "Studies with no run recorded: listwise: **NOT YET RUN**." in text
     assert "| 16 | csq | 0." in text and "| 16 | itq (backbone) | 0." in text and "| 16 | itq (pixels) | 0." in text
     for stem in ("supervised_II_tiny-cpu20_16b", "unsupervised_II_tiny-cpu20_16b"):
@@ -150,5 +150,6 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
     merged = doc.read_text()
     assert "### supervised, protocol II, budget tiny-cpu20, on Test GPU" in merged
     assert "### supervised, protocol II, budget tiny-cpu20, on CPU" in merged
+    assert "**NOT YET RUN** on Test GPU at 16 bits: pairwise, triplet." in merged
     with pytest.raises(ValueError, match="recorded twice"):
         reproduce.main(["--report", "--out", f"{out},{out}", "--doc", str(doc)])
