@@ -110,7 +110,7 @@ def triplet_margin_loss(
     which costs a ``[batch, batch, batch]`` array (per device: its anchors only). Batch-hard mining
     can drive a network trained from scratch into a collapse (all outputs equal: every loss is
     :math:`m` and every gradient 0), as it did in our CIFAR-10 study (docs/results.md); the averaged
-    batch-all gradient avoided it there. Distances :math:`d` :math:`d` a distance (ascending = more similar): ``"squared_l2"``
+    batch-all gradient avoided it there. Distances :math:`d` (ascending = more similar): ``"squared_l2"``
     :math:`\lVert x - y \rVert^2` or ``"cosine"`` :math:`1 - \cos(x, y)`. Anchors with no positive or
     no negative in the batch get 0 (never NaN).
 
