@@ -27,6 +27,7 @@ labelled ``tiny-<budget>`` and the report marks them as smoke runs, never as res
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import pathlib
@@ -74,9 +75,11 @@ def hardware() -> dict:
             ).stdout.strip()
         )
     except (OSError, subprocess.CalledProcessError):
-        # A copy of the tree without .git (e.g. shipped to a GPU machine) names its commit in the environment.
-        commit = os.environ.get("JAXRETRIEVAL_GIT_COMMIT", "unknown")
-        dirty = commit == "unknown"
+        commit, dirty = "unknown", True
+    # A copy of the tree shipped elsewhere (e.g. to a GPU machine) may carry no .git or a stale one: the
+    # shipper names the commit it sent, which wins.
+    if os.environ.get("JAXRETRIEVAL_GIT_COMMIT"):
+        commit, dirty = os.environ["JAXRETRIEVAL_GIT_COMMIT"], False
     return {
         "platform": devices[0].platform,
         "device_kind": devices[0].device_kind,
@@ -467,8 +470,8 @@ def read_all_records(outs) -> list[dict]:
         for record in read_records(out):
             record["_read_from"] = str(out)
             records.append(record)
-    names = [(record["name"], _platform_label(record)) for record in records]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+    counts = collections.Counter((record["name"], _platform_label(record)) for record in records)
+    duplicates = sorted(name for name, count in counts.items() if count > 1)
     if duplicates:
         raise ValueError(f"runs recorded twice on the same hardware across {list(outs)}: {duplicates}")
     return records

@@ -153,3 +153,18 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
     assert "**NOT YET RUN** on Test GPU at 16 bits: pairwise, triplet." in merged
     with pytest.raises(ValueError, match="recorded twice"):
         reproduce.main(["--report", "--out", f"{out},{out}", "--doc", str(doc)])
+
+
+def test_an_interrupted_training_is_neither_evaluated_nor_recorded(monkeypatch, tmp_path):
+    """The trainer stops early on SIGTERM; the study must not score that partial model as the budget's."""
+    import types
+
+    from jaxretrieval import trainer
+
+    spec = study_configs.study_runs("supervised", bits=[16], seeds=[0], tiny=True, methods=["csq"],
+                                    data_root=str(tmp_path))[0]
+    monkeypatch.setattr(trainer, "train_and_evaluate", lambda config, workdir: None)
+    stopped_early = types.SimpleNamespace(state=types.SimpleNamespace(step=np.int32(spec.config.num_steps - 1)))
+    monkeypatch.setattr(trainer, "restore_trained_model", lambda workdir: stopped_early)
+    with pytest.raises(RuntimeError, match=f"stopped at step {spec.config.num_steps - 1} of {spec.config.num_steps}"):
+        reproduce.run_trained(spec, tmp_path / spec.name)
