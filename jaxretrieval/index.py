@@ -234,12 +234,16 @@ class HammingIndex(_Index):
             self._prepared = search.prepare_hamming_database(jnp.asarray(self._codes))
         return self._prepared
 
-    def search(self, queries, k: int):
-        """``(distances [q, k] int32 ascending, ids [q, k] int64)``; ``-1`` / ``num_bits + 1`` pad."""
+    def search(self, queries, k: int, *, num_threads: int | None = None):
+        """``(distances [q, k] int32 ascending, ids [q, k] int64)``; ``-1`` / ``num_bits + 1`` pad.
+
+        ``num_threads``: host threads (default one per core on the CPU), as
+        :func:`jaxretrieval.search.hamming_knn`.
+        """
         self._check_not_empty()
         queries = self._pack(queries, "queries")
         distances, positions = search.hamming_knn_prepared(
-            queries, self._layout(), len(self), k, num_bits=self.num_bits
+            queries, self._layout(), len(self), k, num_bits=self.num_bits, num_threads=num_threads
         )
         return np.asarray(distances), self._to_ids(positions)
 
@@ -343,11 +347,15 @@ class PQIndex(_Index):
             self._prepared = search.prepare_pq_database(jnp.asarray(self._codes))
         return self._prepared
 
-    def search(self, queries, k: int):
-        """``(distances [q, k] float32 ascending, ids [q, k] int64)``; ``-1`` / ``inf`` pad."""
+    def search(self, queries, k: int, *, num_threads: int | None = None):
+        """``(distances [q, k] float32 ascending, ids [q, k] int64)``; ``-1`` / ``inf`` pad.
+
+        ``num_threads``: as :func:`jaxretrieval.search.pq_knn`.
+        """
         self._check_not_empty()
         distances, positions = search.pq_knn_prepared(
-            queries, self._layout(), len(self), self.codebooks, k, distance=self.distance
+            queries, self._layout(), len(self), self.codebooks, k, distance=self.distance,
+            num_threads=num_threads,
         )
         return np.asarray(distances), self._to_ids(positions)
 

@@ -19,11 +19,17 @@ coarser super-blocks (to rank fewer blocks) and to finer sub-blocks (to rank few
 ``lax.top_k`` runs over a few thousand candidates instead of the whole database. Queries are padded to
 a power-of-two bucket (no recompilation for a new query count inside a bucket) and processed in
 batches sized so that the temporary memory stays a few MiB whatever the query count.
+
+XLA:CPU runs one such search on about one core. On the CPU the queries are therefore cut into chunks
+(powers of two from 8 to 512) that host threads search concurrently, one thread per available core
+unless ``num_threads`` says otherwise; every query's answer is the same whatever the split.
 """
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +65,13 @@ _ITEMS_PER_SUBBLOCK = 8
 # Target temporary memory of one query batch (block minima + gathered candidates).
 _BATCH_BYTES = 1 << 20
 _MAX_QUERY_BATCH = 32
+# Host threads: XLA:CPU runs one search on about one core, so on the CPU the queries are cut into
+# chunks (powers of two up to 512, one compiled shape each) that run concurrently, one per core.
+# A chunk costs about as much as this many more queries (dispatch, padding, the final merge), which
+# decides between fewer large chunks and a better balance of many small ones.
+_MIN_QUERY_CHUNK = 8
+_MAX_QUERY_CHUNK = 512
+_CHUNK_OVERHEAD_QUERIES = 32
 _PQ_TABLE_BYTES = 32 << 10
 
 # Number of times each jitted search has been traced (= compiled), by name. Tests use it to check
@@ -384,9 +397,80 @@ def _finish(distances, ids, num_valid, k, pad_distance):
     return distances, ids
 
 
-def _pad_queries(queries: jax.Array) -> jax.Array:
-    bucket = _query_bucket(queries.shape[0])
-    return jnp.pad(queries, ((0, bucket - queries.shape[0]),) + ((0, 0),) * (queries.ndim - 1))
+def _pad_queries(queries: jax.Array, size: int | None = None) -> jax.Array:
+    """Pads the query rows with zeros up to ``size`` (default: the power-of-two bucket)."""
+    size = _query_bucket(queries.shape[0]) if size is None else size
+    return jnp.pad(queries, ((0, size - queries.shape[0]),) + ((0, 0),) * (queries.ndim - 1))
+
+
+def _available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # honours taskset and CPU affinity (containers)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _check_num_threads(num_threads, reference) -> int:
+    """The number of host threads to search with; ``None``: one per core on the CPU, else one."""
+    if num_threads is None:
+        if not _is_concrete(reference):
+            return 1
+        if isinstance(reference, jax.Array):
+            platforms = {device.platform for device in reference.devices()}
+        else:  # host data goes to the default device
+            platforms = {jax.default_backend()}
+        return _available_cores() if platforms == {"cpu"} else 1
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)):
+        raise TypeError(f"num_threads must be an int or None, got {type(num_threads).__name__}")
+    if num_threads < 1:
+        raise ValueError(f"num_threads must be >= 1, got {num_threads}")
+    return int(num_threads)
+
+
+def _query_chunk(num_queries: int, num_threads: int) -> int:
+    """The chunk size (a power of two) that minimises the slowest thread's estimated work."""
+    best_cost, best_size = None, _MIN_QUERY_CHUNK
+    size = _MIN_QUERY_CHUNK
+    while size <= _MAX_QUERY_CHUNK:
+        num_chunks = -(-num_queries // size)
+        rounds = -(-num_chunks // num_threads)  # chunks run one after another by the busiest thread
+        cost = rounds * (size + _CHUNK_OVERHEAD_QUERIES)
+        if best_cost is None or cost <= best_cost:  # ties go to the larger chunk
+            best_cost, best_size = cost, size
+        size *= 2
+    return best_size
+
+
+@functools.lru_cache(maxsize=None)
+def _thread_pool(num_threads: int) -> concurrent.futures.ThreadPoolExecutor:
+    return concurrent.futures.ThreadPoolExecutor(num_threads, thread_name_prefix="jaxretrieval")
+
+
+def _search_queries(search_padded, queries: jax.Array, num_threads: int):
+    """Runs ``search_padded(padded_queries) -> (distances, ids)`` over all queries, sliced back.
+
+    With one thread (accelerators, or under a trace) the queries are padded to their bucket and
+    searched in one call; with several, chunks run concurrently on a thread pool (each thread
+    blocks on its own result, which is what lets XLA:CPU run them side by side).
+    """
+    num_queries = queries.shape[0]
+    if num_threads == 1 or not _is_concrete(queries):
+        distances, ids = search_padded(_pad_queries(queries))
+        return distances[:num_queries], ids[:num_queries]
+    size = _query_chunk(num_queries, num_threads)
+    padded = _pad_queries(queries, -(-num_queries // size) * size)
+    chunks = [padded[start : start + size] for start in range(0, padded.shape[0], size)]
+    if len(chunks) == 1:
+        results = [search_padded(chunks[0])]
+    else:
+        results = list(
+            _thread_pool(num_threads).map(
+                lambda chunk: jax.block_until_ready(search_padded(chunk)), chunks
+            )
+        )
+    distances = jnp.concatenate([distances for distances, _ in results])
+    ids = jnp.concatenate([ids for _, ids in results])
+    return distances[:num_queries], ids[:num_queries]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -394,26 +478,42 @@ def _pad_queries(queries: jax.Array) -> jax.Array:
 # ----------------------------------------------------------------------------------------------
 
 
-# Popcount terms per fused min-chain: longer chains (e.g. 64 items x 4 words at 128 bits) are no
-# longer vectorised by LLVM and run ~10x slower, so they are cut into groups.
+# Popcount terms per fused min-chain. LLVM vectorises the fused XOR / popcount / min loop over the
+# blocks only while its body stays small: 64 items x 2 words (64 bits) is vectorised, 64 items x 4
+# words (128 bits) is not and runs ~12x slower, whether or not the chain is cut by optimization
+# barriers (XLA fuses across them). So wider codes run their items in groups inside a loop, whose
+# body is then one short, vectorised fusion.
 _TERMS_PER_CHAIN = 128
+_TERMS_PER_CHAIN_WIDE = 64
+
+
+def _hamming_chain(query_words, group):
+    """``[batch, W]``, ``[W, items, bpc]`` -> ``[batch, bpc]`` uint32 minimum over the items."""
+    minimum = None
+    for item in range(group.shape[1]):
+        distance = None
+        for word in range(group.shape[0]):
+            bits = lax.population_count(query_words[:, word, None] ^ group[word, item][None, :])
+            distance = bits if distance is None else distance + bits
+        minimum = distance if minimum is None else jnp.minimum(minimum, distance)
+    return minimum
 
 
 def _hamming_pass(query_words, chunk):
     """Block minima of Hamming distances: ``[batch, W]``, ``[W, 64, bpc]`` -> ``[batch, bpc]`` float32."""
-    num_words, num_items = chunk.shape[0], chunk.shape[1]
-    group = max(1, _TERMS_PER_CHAIN // num_words)
-    minimum = None
-    for first in range(0, num_items, group):
-        chain = None
-        for item in range(first, min(first + group, num_items)):
-            distance = None
-            for word in range(num_words):
-                bits = lax.population_count(query_words[:, word, None] ^ chunk[word, item][None, :])
-                distance = bits if distance is None else distance + bits
-            chain = distance if chain is None else jnp.minimum(chain, distance)
-        # The barrier keeps XLA from fusing the groups back into one long chain.
-        minimum = chain if minimum is None else jnp.minimum(lax.optimization_barrier(minimum), chain)
+    num_words, num_items, blocks_per_chunk = chunk.shape
+    terms = _TERMS_PER_CHAIN if num_words <= 2 else _TERMS_PER_CHAIN_WIDE
+    group = min(num_items, _power_of_two_at_most(terms // num_words))
+    groups = chunk.reshape(num_words, num_items // group, group, blocks_per_chunk)
+    minimum = _hamming_chain(query_words, groups[:, 0])
+    if groups.shape[1] > 1:
+        minimum = lax.fori_loop(
+            1, groups.shape[1],
+            lambda index, running: jnp.minimum(
+                running, _hamming_chain(query_words, lax.dynamic_index_in_dim(groups, index, 1, False))
+            ),
+            minimum,
+        )
     return minimum.astype(jnp.float32)
 
 
@@ -437,21 +537,13 @@ def _hamming_knn_words(query_words, database_words, num_valid, *, k, num_bits):
     return _hamming_knn_layout(query_words, planes, blocks, num_valid, k=k, num_bits=num_bits)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "num_bits"))
-def _hamming_knn_jit(query_bytes, database_bytes, *, k, num_bits):
-    trace_counts["hamming_knn"] += 1
-    return _hamming_knn_words(
-        _to_words(query_bytes), _to_words(database_bytes), database_bytes.shape[0], k=k,
-        num_bits=num_bits,
-    )
-
-
 @jax.jit
 def prepare_hamming_database(database_bytes):
     """Lays packed codes out for the block pass once (used by :class:`jaxretrieval.index.HammingIndex`).
 
     Returns ``(planes, blocks)``; pass them to :func:`hamming_knn_prepared`. Costs about twice the
-    database's memory, once, instead of once per search.
+    database's memory (two copies in 32-bit words: one transposed for the block pass, one in item
+    order for gathering candidates), once, instead of once per search.
     """
     return _prepare(_to_words(_check_packed("database", database_bytes)))
 
@@ -464,45 +556,58 @@ def _hamming_knn_prepared_jit(query_bytes, planes, blocks, num_valid, *, k, num_
     )
 
 
-def hamming_knn_prepared(queries, prepared, num_items: int, k: int, *, num_bits: int):
+def hamming_knn_prepared(
+    queries, prepared, num_items: int, k: int, *, num_bits: int, num_threads: int | None = None
+):
     """:func:`hamming_knn` over a database laid out by :func:`prepare_hamming_database`.
 
     Args:
       queries: ``[num_queries, num_bytes]`` ``uint8`` packed codes.
       prepared: the ``(planes, blocks)`` pair.
       num_items: the number of real database items (the layout is padded).
-      k, num_bits: as :func:`hamming_knn`.
+      k, num_bits, num_threads: as :func:`hamming_knn`.
     """
     k = _check_k(k)
     queries = _check_packed("queries", queries)
     planes, blocks = prepared
-    distances, ids = _hamming_knn_prepared_jit(
-        _pad_queries(queries), planes, blocks, num_items, k=k, num_bits=num_bits
+    search_padded = lambda padded: _hamming_knn_prepared_jit(
+        padded, planes, blocks, num_items, k=k, num_bits=num_bits
     )
-    return distances[: queries.shape[0]], ids[: queries.shape[0]]
+    return _search_queries(search_padded, queries, _check_num_threads(num_threads, planes))
 
 
-def hamming_knn(queries, database, k: int, *, num_bits: int | None = None):
+def hamming_knn(
+    queries, database, k: int, *, num_bits: int | None = None, num_threads: int | None = None
+):
     """Exact k nearest neighbours in Hamming distance, ties by ascending database index.
 
     Same answers as faiss ``IndexBinaryFlat.search``. The database is scanned in chunks with per-block
-    lower bounds (see the module docstring), so temporary memory stays a few MiB, below the size of a
-    million-item database, whatever the number of queries. One compilation per query bucket (the
-    query count rounded up to a power of two, at least 8), database shape, ``k`` and ``num_bits``.
+    lower bounds (see the module docstring), so the search's temporary memory stays a few MiB, below
+    the size of a million-item database, whatever the number of queries. Each call first lays the
+    database out (:func:`prepare_hamming_database`, about twice the database's memory while the call
+    runs); to search one database many times, lay it out once with
+    :class:`jaxretrieval.index.HammingIndex` or :func:`hamming_knn_prepared`. On the CPU the queries are split into
+    chunks searched concurrently by ``num_threads`` host threads (one per core by default); the
+    result does not depend on the split. One compilation per query shape (with one thread: the query
+    count rounded up to a power of two, at least 8; with several: the chunk size, a power of two
+    from 8 to 512), database shape, ``k`` and ``num_bits``.
 
     Args:
       queries: ``[num_queries, num_bytes]`` ``uint8`` packed codes (:func:`pack_codes`).
       database: ``[num_database, num_bytes]`` ``uint8`` packed codes, ``num_database >= 1``.
       k: number of neighbours, a positive int; may exceed ``num_database``.
       num_bits: code length; default ``8 * num_bytes``. Only used for the padding distance.
+      num_threads: host threads that search query chunks concurrently; ``None`` (default): one per
+        available core when the database is on the CPU, one on an accelerator or under a trace.
 
     Returns:
       ``(distances, indices)``, both ``[num_queries, k]`` int32: distances ascending; where ``k``
       exceeds the database the tail holds index ``-1`` and distance ``num_bits + 1``.
 
     Raises:
-      TypeError: codes are not ``uint8`` or ``k`` is not an int.
-      ValueError: ``k <= 0``, empty database, shapes that are not ``[n, num_bytes]`` or disagree.
+      TypeError: codes are not ``uint8``, or ``k`` or ``num_threads`` is not an int.
+      ValueError: ``k <= 0``, ``num_threads < 1``, empty database, shapes that are not
+        ``[n, num_bytes]`` or disagree.
 
     Example:
       >>> database = pack_codes(np.array([[1, 1, 1, 1], [-1, 1, 1, 1], [1, 1, 1, 1]]))
@@ -515,8 +620,10 @@ def hamming_knn(queries, database, k: int, *, num_bits: int | None = None):
     """
     k = _check_k(k)
     queries, database, num_bits = _check_queries_database(queries, database, num_bits)
-    distances, ids = _hamming_knn_jit(_pad_queries(queries), database, k=k, num_bits=num_bits)
-    return distances[: queries.shape[0]], ids[: queries.shape[0]]
+    return hamming_knn_prepared(
+        queries, prepare_hamming_database(database), database.shape[0], k, num_bits=num_bits,
+        num_threads=num_threads,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -744,24 +851,28 @@ def _pq_items(tables, codes):
 
 
 def _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, *, k, distance):
+    return _pq_tables_search(
+        queries, planes, blocks, num_valid, k=k, table_shape=codebooks.shape[:2],
+        query_fn=lambda batch: _tables(batch, codebooks, distance),
+    )
+
+
+def _pq_tables_search(queries, planes, blocks, num_valid, *, k, table_shape, query_fn=None):
+    """ADC search with the ``[batch, M, K]`` tables that ``query_fn`` makes from a query batch
+    (``None``: the queries are such tables already; the benchmark feeds faiss's own tables)."""
+    num_books, num_words = table_shape
     return _search_prepared(
         queries, planes, blocks, num_valid, k=k, pass_fn=_pq_pass, item_fn=_pq_items,
         columns=blocks.shape[-1], pad_distance=jnp.inf,
-        query_fn=lambda batch: _tables(batch, codebooks, distance),
+        **({} if query_fn is None else {"query_fn": query_fn}),
         # Table lookups are random access: keep one pass batch's tables within ~32 KiB (L1).
-        max_pass_batch=_PQ_TABLE_BYTES // (4 * codebooks.shape[0] * codebooks.shape[1]),
+        max_pass_batch=_PQ_TABLE_BYTES // (4 * num_books * num_words),
     )
 
 
 def _pq_knn_codes(queries, codes, codebooks, num_valid, *, k, distance):
     planes, blocks = _prepare(codes)
     return _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, k=k, distance=distance)
-
-
-@functools.partial(jax.jit, static_argnames=("k", "distance"))
-def _pq_knn_jit(queries, codes, codebooks, *, k, distance):
-    trace_counts["pq_knn"] += 1
-    return _pq_knn_codes(queries, codes, codebooks, codes.shape[0], k=k, distance=distance)
 
 
 @jax.jit
@@ -776,27 +887,33 @@ def _pq_knn_prepared_jit(queries, planes, blocks, codebooks, num_valid, *, k, di
     return _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, k=k, distance=distance)
 
 
-def pq_knn_prepared(queries, prepared, num_items: int, codebooks, k: int, *, distance="spq"):
+def pq_knn_prepared(
+    queries, prepared, num_items: int, codebooks, k: int, *, distance="spq",
+    num_threads: int | None = None,
+):
     """:func:`pq_knn` over codes laid out by :func:`prepare_pq_database`."""
     k = _check_k(k)
     _check_distance(distance)
     codebooks = _check_codebooks(codebooks)
     queries = _check_features("queries", queries, codebooks)
     planes, blocks = prepared
-    distances, ids = _pq_knn_prepared_jit(
-        _pad_queries(queries), planes, blocks, codebooks, num_items, k=k, distance=distance
+    search_padded = lambda padded: _pq_knn_prepared_jit(
+        padded, planes, blocks, codebooks, num_items, k=k, distance=distance
     )
-    return distances[: queries.shape[0]], ids[: queries.shape[0]]
+    return _search_queries(search_padded, queries, _check_num_threads(num_threads, planes))
 
 
-def pq_knn(queries, codes, codebooks, k: int, *, distance: str = "spq"):
+def pq_knn(
+    queries, codes, codebooks, k: int, *, distance: str = "spq", num_threads: int | None = None
+):
     """Exact k-NN over PQ codes by asymmetric distance (ADC), ties by ascending database index.
 
     .. math:: d(x, i) = \\sum_m T_{m, i_m}, \\quad T \\text{ from } :func:`pq_distance_tables`
 
     ``distance="squared_l2"`` ranks exactly as faiss ``IndexPQ``; ``"spq"`` (default) sums unsquared
     per-book distances, as the SPQ reference evaluation does. Same blocked engine as
-    :func:`hamming_knn` (block lower bounds, bounded memory, one compile per query bucket).
+    :func:`hamming_knn` (block lower bounds, bounded memory, query chunks on host threads; each call
+    lays the codes out first, :class:`jaxretrieval.index.PQIndex` keeps that layout).
 
     Args:
       queries: ``[num_queries, M * L]`` float features.
@@ -804,6 +921,7 @@ def pq_knn(queries, codes, codebooks, k: int, *, distance: str = "spq"):
       codebooks: ``[M, K, L]`` float codebooks.
       k: number of neighbours (positive int; may exceed ``num_database``).
       distance: ``"spq"`` or ``"squared_l2"``.
+      num_threads: as :func:`hamming_knn`.
 
     Returns:
       ``(distances, indices)``: ``[num_queries, k]`` float32 ascending and int32; where ``k``
@@ -822,8 +940,10 @@ def pq_knn(queries, codes, codebooks, k: int, *, distance: str = "spq"):
     codebooks = _check_codebooks(codebooks)
     queries = _check_features("queries", queries, codebooks)
     codes = _check_pq_codes(codes, codebooks)
-    distances, ids = _pq_knn_jit(_pad_queries(queries), codes, codebooks, k=k, distance=distance)
-    return distances[: queries.shape[0]], ids[: queries.shape[0]]
+    return pq_knn_prepared(
+        queries, prepare_pq_database(codes), codes.shape[0], codebooks, k, distance=distance,
+        num_threads=num_threads,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("distance",))

@@ -109,6 +109,78 @@ def test_hamming_knn_blocks_and_superblocks_on_a_larger_database():
         np.testing.assert_array_equal(indices, expected_indices)
 
 
+@pytest.mark.parametrize("num_bits", [96, 128, 256])
+def test_wide_codes_run_the_grouped_pass_and_equal_brute_force(num_bits):
+    # Codes of 3+ words take the pass that loops over groups of items (see _hamming_pass).
+    rng = np.random.default_rng(num_bits)
+    database = np.packbits(_random_codes(rng, 3000, num_bits, 0.9) >= 0, axis=1)
+    queries = np.packbits(_random_codes(rng, 6, num_bits, 0.9) >= 0, axis=1)
+    for k in (1, 70):
+        distances, indices = search.hamming_knn(queries, database, k)
+        expected_distances, expected_indices = _brute_hamming(queries, database, k, num_bits)
+        np.testing.assert_array_equal(distances, expected_distances)
+        np.testing.assert_array_equal(indices, expected_indices)
+
+
+@pytest.mark.parametrize("num_queries", [1, 9, 100, 600])
+def test_threaded_search_equals_one_thread(num_queries):
+    # The query split over host threads must not change any answer, whatever the chunking.
+    rng = np.random.default_rng(num_queries)
+    database = np.packbits(_random_codes(rng, 2000, 32, 0.8) >= 0, axis=1)
+    queries = np.packbits(_random_codes(rng, num_queries, 32, 0.8) >= 0, axis=1)
+    single = search.hamming_knn(queries, database, 25, num_threads=1)
+    prepared = search.prepare_hamming_database(database)
+    for num_threads in (2, 3):
+        for result in (
+            search.hamming_knn(queries, database, 25, num_threads=num_threads),
+            search.hamming_knn_prepared(
+                queries, prepared, 2000, 25, num_bits=32, num_threads=num_threads
+            ),
+        ):
+            np.testing.assert_array_equal(result[0], single[0])
+            np.testing.assert_array_equal(result[1], single[1])
+    codebooks, features, pq_queries = _integer_pq_problem(num_queries, 300, num_queries)
+    codes = search.pq_encode(features, codebooks)
+    single = search.pq_knn(pq_queries, codes, codebooks, 7, num_threads=1)
+    threaded = search.pq_knn(pq_queries, codes, codebooks, 7, num_threads=2)
+    np.testing.assert_array_equal(threaded[0], single[0])
+    np.testing.assert_array_equal(threaded[1], single[1])
+
+
+def test_query_chunks_cover_all_queries_and_keep_shapes_few():
+    for num_threads in (1, 2, 3, 16):
+        for num_queries in (1, 7, 8, 9, 500, 1000, 1100, 100_000):
+            size = search._query_chunk(num_queries, num_threads)
+            assert size in (8, 16, 32, 64, 128, 256, 512)
+            chunks = -(-num_queries // size)
+            assert chunks * size - num_queries < size  # only the last chunk is padded
+    # 1,000 queries on 2 threads: two chunks of 512 (balanced); 1,100: small chunks for balance.
+    assert search._query_chunk(1000, 2) == 512
+    assert search._query_chunk(1100, 2) == 128
+
+
+def test_threaded_search_compiles_once_per_chunk_size():
+    rng = np.random.default_rng(4)
+    database = rng.integers(0, 256, size=(100, 8), dtype=np.uint8)
+    queries = rng.integers(0, 256, size=(3000, 8), dtype=np.uint8)
+    search.hamming_knn(queries[:2000], database, 3, num_threads=2)  # chunks of 512
+    before = search.trace_counts["hamming_knn_prepared"]
+    for count in (1000, 1900, 2048, 3000):  # every one of these picks chunks of 512
+        assert search._query_chunk(count, 2) == 512
+        search.hamming_knn(queries[:count], database, 3, num_threads=2)
+    assert search.trace_counts["hamming_knn_prepared"] == before
+
+
+def test_num_threads_is_checked():
+    database = np.zeros((10, 2), np.uint8)
+    with pytest.raises(ValueError, match="num_threads must be >= 1, got 0"):
+        search.hamming_knn(database, database, 1, num_threads=0)
+    with pytest.raises(TypeError, match="num_threads must be an int or None"):
+        search.hamming_knn(database, database, 1, num_threads=1.5)
+    with pytest.raises(TypeError, match="num_threads must be an int or None"):
+        search.hamming_knn(database, database, 1, num_threads=True)
+
+
 def test_hamming_knn_equals_faiss_index_binary_flat():
     rng = np.random.default_rng(2)
     database = np.packbits(_random_codes(rng, 5000, 16) >= 0, axis=1)  # 16 bits: many ties
@@ -151,13 +223,14 @@ def test_hamming_knn_rejects_bad_input_with_clear_errors():
 def test_hamming_knn_does_not_recompile_for_new_query_counts_in_a_bucket():
     rng = np.random.default_rng(3)
     database = rng.integers(0, 256, size=(100, 8), dtype=np.uint8)
-    search.hamming_knn(database[:9], database, 3)
-    before = search.trace_counts["hamming_knn"]
+    # One thread (what accelerators use): queries padded to power-of-two buckets.
+    search.hamming_knn(database[:9], database, 3, num_threads=1)
+    before = search.trace_counts["hamming_knn_prepared"]
     for count in (10, 13, 16):  # same bucket (16) as 9 queries
-        search.hamming_knn(database[:count], database, 3)
-    assert search.trace_counts["hamming_knn"] == before
-    search.hamming_knn(database[:17], database, 3)  # next bucket: one new compilation
-    assert search.trace_counts["hamming_knn"] == before + 1
+        search.hamming_knn(database[:count], database, 3, num_threads=1)
+    assert search.trace_counts["hamming_knn_prepared"] == before
+    search.hamming_knn(database[:17], database, 3, num_threads=1)  # next bucket: one compilation
+    assert search.trace_counts["hamming_knn_prepared"] == before + 1
 
 
 def test_search_temporary_memory_is_bounded():
@@ -266,6 +339,41 @@ def test_pq_knn_matches_faiss_index_pq():
     distances, indices = search.pq_knn(queries, codes, codebooks, 20, distance="squared_l2")
     np.testing.assert_array_equal(indices, faiss_indices)
     np.testing.assert_allclose(distances, faiss_distances, rtol=1e-4, atol=1e-4)
+
+
+def test_pq_search_with_faiss_tables_is_bit_identical_to_faiss():
+    # Our ADC tables round differently from faiss's (BLAS), so near-ties may swap; given faiss's
+    # own tables, the search itself (summation order, bounds, tie order) must equal faiss exactly.
+    # faiss's scalar ADC code sums the books in order, as we do (so does its AVX-512 kernel; its
+    # AVX2 kernel uses another order), so faiss runs at its scalar level, on every machine alike.
+    previous_level = faiss.SIMDConfig.get_level()
+    faiss.SIMDConfig.set_level(faiss.SIMDLevel_NONE)
+    try:
+        _check_pq_search_with_faiss_tables()
+    finally:
+        faiss.SIMDConfig.set_level(previous_level)
+
+
+def _check_pq_search_with_faiss_tables():
+    rng = np.random.default_rng(8)
+    num_books, word_dim, num_queries = 4, 4, 12
+    faiss_index = faiss.IndexPQ(num_books * word_dim, num_books, 8)
+    faiss_index.train(rng.normal(size=(3000, num_books * word_dim)).astype(np.float32))
+    faiss_index.add(rng.normal(size=(20_000, num_books * word_dim)).astype(np.float32))
+    queries = rng.normal(size=(num_queries, num_books * word_dim)).astype(np.float32)
+    tables = np.zeros((num_queries, num_books, 256), np.float32)
+    faiss_index.pq.compute_distance_tables(
+        num_queries, faiss.swig_ptr(queries), faiss.swig_ptr(tables)
+    )
+    codes = faiss.vector_to_array(faiss_index.codes).reshape(-1, num_books)
+    planes, blocks = search.prepare_pq_database(jnp.asarray(codes, jnp.int32))
+    distances, indices = search._pq_tables_search(
+        search._pad_queries(jnp.asarray(tables)), planes, blocks, 20_000, k=50,
+        table_shape=(num_books, 256),
+    )
+    faiss_distances, faiss_indices = faiss_index.search(queries, 50)
+    np.testing.assert_array_equal(distances[:num_queries], faiss_distances)
+    np.testing.assert_array_equal(indices[:num_queries], faiss_indices)
 
 
 def test_pq_rejects_bad_input():
