@@ -34,6 +34,7 @@ import pathlib
 import platform
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -486,15 +487,20 @@ def run_study(args) -> list[dict]:
         args.study, bits=args.bits, protocols=args.protocol, seeds=args.seeds, budget=args.budget,
         data_root=data_root, tiny=args.tiny, methods=args.methods,
     )
-    done = {record["name"] for record in read_records(out)}
+    recorded = {record["name"]: record for record in read_records(out)}
     machine = hardware()
     new_records = []
     for spec in runs:
-        if spec.name in done:
+        workdir = out / spec.name
+        if args.reevaluate:
+            record = reevaluate_run(spec, workdir, recorded.get(spec.name), machine, out)
+            if record is not None:
+                new_records.append(record)
+            continue
+        if spec.name in recorded:
             print(f"{spec.name}: already in {out / RESULTS_FILENAME}, skipped (delete its line to rerun)", flush=True)
             continue
         print(f"{spec.name}: running", flush=True)
-        workdir = out / spec.name
         measured = run_classic(spec, workdir) if spec.kind == "classic" else run_trained(spec, workdir)
         record = {
             "name": spec.name,
@@ -528,6 +534,59 @@ def run_study(args) -> list[dict]:
         print(f"{spec.name}: {summary}  (train {record['train_seconds']:.0f} s)", flush=True)
         new_records.append(record)
     return new_records
+
+
+def _refresh_splits(spec, workdir: pathlib.Path) -> None:
+    """Lets a re-evaluation take the current protocol code's splits (the database order among them).
+
+    Ranking ties go by database position, so the database order is part of the evaluation. The query,
+    training and database *sets* must be those the model was trained and evaluated with; if they
+    differ, this raises instead of scoring the model on another split.
+    """
+    from jaxretrieval import data as data_lib
+    from jaxretrieval.data import protocols
+
+    path = workdir / protocols.SPLITS_FILE_NAME
+    stored = json.loads(path.read_text())
+    fresh = data_lib.build_retrieval_data(spec.config.data, workdir=None)
+    for name in ("query", "train", "database"):
+        if sorted(stored[name]) != sorted(getattr(fresh, name).indices.tolist()):
+            raise ValueError(f"{path}: the {name} set differs from the current protocol's; not re-evaluated")
+    path.unlink()  # the evaluation below writes the current splits again
+
+
+def _replace_record(out: pathlib.Path, record: dict) -> None:
+    """Rewrites ``<out>/results.jsonl`` with ``record`` in place of the line of the same run name."""
+    lines = [record if old["name"] == record["name"] else old for old in read_records(out)]
+    temporary = out / (RESULTS_FILENAME + ".tmp")
+    temporary.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    os.replace(temporary, out / RESULTS_FILENAME)
+
+
+def reevaluate_run(spec, workdir: pathlib.Path, record: dict | None, machine: dict, out: pathlib.Path):
+    """Scores a recorded, finished trained run again with the current evaluation code (no training).
+
+    The record keeps its training fields and gets the new metrics, evaluation time and a
+    ``reevaluated`` entry (when, on what, at which commit). Returns the new record, or ``None`` when the
+    run is not recorded yet.
+    """
+    if record is None:
+        print(f"{spec.name}: not in {out / RESULTS_FILENAME}; nothing to re-evaluate (run it first)", flush=True)
+        return None
+    if spec.kind != "trained":
+        raise ValueError(f"{spec.name}: classic hashes are refitted, not re-evaluated: delete its line and rerun it")
+    print(f"{spec.name}: re-evaluating", flush=True)
+    _refresh_splits(spec, workdir)
+    measured = run_trained(spec, workdir)
+    new_record = dict(
+        record, metrics=measured["metrics"], eval_seconds=measured["eval_seconds"],
+        reevaluated={"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "hardware": machine,
+                     "previous_metrics": record["metrics"]},
+    )
+    _replace_record(out, new_record)
+    summary = "  ".join(f"{name} {value:.4f}" for name, value in new_record["metrics"].items())
+    print(f"{spec.name}: {summary}  (re-evaluated)", flush=True)
+    return new_record
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -655,6 +714,14 @@ def render_report(records: list[dict], out: pathlib.Path, doc_dir: pathlib.Path)
         )
         lines.append(f"Command: `{command}`")
         lines.append("")
+        reevaluated = sorted({record["reevaluated"]["utc"][:10] for record in section if "reevaluated" in record})
+        if reevaluated:
+            lines.append(
+                f"Some runs were scored again after the evaluation code changed ({', '.join(reevaluated)}; their "
+                "`results.jsonl` records keep the earlier metrics under `reevaluated`), with the same command plus "
+                f"`--reevaluate`: `{command} --reevaluate`."
+            )
+            lines.append("")
         trained = [record for record in section if record["num_steps"]]
         setting = (
             f"Backbone {trained[0]['backbone']}, batch {trained[0]['batch_size']}, {trained[0]['num_steps']} steps for "
@@ -731,6 +798,31 @@ def write_report(outs, doc: str | os.PathLike) -> pathlib.Path:
     return doc
 
 
+def archive_records(out: str | os.PathLike, archive: str | os.PathLike) -> pathlib.Path:
+    """Copies what ``--report`` reads from ``out`` into ``archive``: the records and each run's saved
+    evaluation (``study_eval.npz``), not the checkpoints, so the folder is small enough to commit and
+    ``--report --out ARCHIVE`` renders the same doc on any later checkout.
+
+    Runs already in the archive stay; a run recorded in both with different contents is an error.
+    """
+    out, archive = pathlib.Path(out), pathlib.Path(archive)
+    records = read_records(out)
+    if not records:
+        raise ValueError(f"{out / RESULTS_FILENAME}: no records to archive")
+    kept = {record["name"]: record for record in read_records(archive)}
+    for record in records:
+        if kept.get(record["name"], record) != record:
+            raise ValueError(f"{record['name']} is in {archive} with other contents; not overwritten")
+        kept[record["name"]] = record
+        evaluation = out / record["name"] / STUDY_EVAL_FILENAME
+        if evaluation.exists():
+            (archive / record["name"]).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(evaluation, archive / record["name"] / STUDY_EVAL_FILENAME)
+    archive.mkdir(parents=True, exist_ok=True)
+    (archive / RESULTS_FILENAME).write_text("".join(json.dumps(record) + "\n" for record in kept.values()))
+    return archive
+
+
 # ---------------------------------------------------------------------------------------------------
 
 
@@ -752,12 +844,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--tiny", action="store_true", help="smoke size for tests (not a result)")
     parser.add_argument("--report", action="store_true", help="render --doc from <out>/results.jsonl and stop")
     parser.add_argument("--doc", default=str(study_configs.REPO_ROOT / "docs" / "results.md"))
+    parser.add_argument("--archive", default=None,
+                        help="copy the records and saved evaluations of --out into this folder (to commit) and stop")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="score the recorded runs of the arguments again (no training) with the current code")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and stop")
     parser.add_argument("--measure-steps", type=int, default=0,
                         help="measure seconds per training step over this many steps (no evaluation) and stop")
     args = parser.parse_args(argv)
-    if not args.report and args.study is None:
-        parser.error("--study is required (or --report)")
+    if not args.report and not args.archive and args.study is None:
+        parser.error("--study is required (or --report, or --archive)")
     return args
 
 
@@ -765,6 +861,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     if args.report:
         print(f"wrote {write_report(args.out.split(','), args.doc)}")
+        return
+    if args.archive:
+        print(f"archived {args.out} into {archive_records(args.out, args.archive)}")
         return
     if args.dry_run:
         for spec in study_configs.study_runs(

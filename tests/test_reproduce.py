@@ -121,6 +121,18 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
     reproduce.main(["--study", "supervised", "--methods", "csq", *common])  # already done: skipped
     assert len(reproduce.read_records(out)) == 3
 
+    # --reevaluate scores a finished run again without training: same metrics, training fields kept.
+    stale = [dict(records[0], metrics={name: 0.0 for name in records[0]["metrics"]})] + records[1:]
+    (out / reproduce.RESULTS_FILENAME).write_text("".join(json.dumps(record) + "\n" for record in stale))
+    reproduce.main(["--study", "supervised", "--methods", "csq", "--reevaluate", *common])
+    rescored = reproduce.read_records(out)
+    assert rescored[0]["metrics"] == records[0]["metrics"]
+    assert rescored[0]["reevaluated"]["previous_metrics"] == stale[0]["metrics"]
+    assert rescored[0]["train_seconds"] == records[0]["train_seconds"] and rescored[1:] == records[1:]
+    with pytest.raises(ValueError, match="classic hashes are refitted"):
+        reproduce.main(["--study", "unsupervised", "--methods", "itq", "--reevaluate", *common])
+    (out / reproduce.RESULTS_FILENAME).write_text("".join(json.dumps(record) + "\n" for record in records))
+
     doc = tmp_path / "docs" / "results.md"
     doc.parent.mkdir()
     doc.write_text("# Results\n\nHand-written design.\n")
@@ -140,6 +152,23 @@ def test_tiny_study_runs_end_to_end_skips_done_runs_and_renders_the_report(cifar
             assert f"(results/{stem}_{suffix}.png)" in text
     reproduce.main(["--report", "--out", str(out), "--doc", str(doc)])
     assert doc.read_text() == text  # the generated section is replaced, not appended
+
+    # The archive (records + saved evaluations, no checkpoints) renders the same report.
+    archive = tmp_path / "archive"
+    reproduce.main(["--archive", str(archive), "--out", str(out)])
+    reproduce.main(["--archive", str(archive), "--out", str(out)])  # again: nothing changes
+    assert not list(archive.rglob("checkpoints"))
+    assert [record["name"] for record in reproduce.read_records(archive)] == [r["name"] for r in records]
+    reproduce.main(["--report", "--out", str(archive), "--doc", str(doc)])
+    assert doc.read_text() == text
+    altered = dict(records[0], metrics={"mAP@50": 0.0})
+    with open(out / reproduce.RESULTS_FILENAME, "a") as results:
+        results.write(json.dumps(altered) + "\n")
+    with pytest.raises(ValueError, match="with other contents"):
+        reproduce.archive_records(out, archive)
+    (out / reproduce.RESULTS_FILENAME).write_text(
+        "".join(json.dumps(record) + "\n" for record in records)
+    )
 
     # A second results directory (e.g. runs merged from a GPU machine) gets its own section per hardware.
     gpu_out = tmp_path / "study_gpu"

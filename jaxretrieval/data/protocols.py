@@ -18,7 +18,15 @@ list_files         the given lists: partition 0 = train, 1 = query (test list), 
 ================== ============================================================================
 
 Per-class sampling visits the classes in order and draws without replacement from the examples of
-that class not drawn yet, so a multi-label example is drawn at most once. Index sets are sorted.
+that class not drawn yet, so a multi-label example is drawn at most once. Query and train index sets
+are sorted. The database is not: every protocol but ``list_files`` puts it in a fixed pseudo-random
+order drawn from the seed (``list_files`` keeps the database list's order). Rankings break distance
+ties by database position (as faiss does), and pools are often stored one class after another (an
+image folder lists its class folders in turn): in that order, ties would favour the first classes.
+On CIFAR-10 protocol II a 64-bit CSQ model (6,324 distinct codes for 50,000 images) scored mAP@1000
+0.365 with its class-sorted database and 0.530 with shuffled ones, its tie-aware mAP@1000 being 0.533.
+In a random order, index ties are one unbiased draw of the random tie orders that the tie-aware mAP
+averages over, as in the references, whose CIFAR-10 database keeps the data set's own mixed order.
 """
 from __future__ import annotations
 
@@ -41,11 +49,13 @@ _PER_CLASS_PROTOCOLS = {
     "per_class": (None, None, True),
 }
 PROTOCOLS = (*_PER_CLASS_PROTOCOLS, "cifar10_II", "list_files")
+# Stream of the database-order draw, so that it does not depend on the per-class draws.
+_DATABASE_ORDER_STREAM = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class Splits:
-    """Sorted ``int64`` index arrays into the pool."""
+    """``int64`` index arrays into the pool: query and train sorted, the database in its ranking order."""
 
     query: np.ndarray
     train: np.ndarray
@@ -57,6 +67,11 @@ class Splits:
 
 def _sorted_indices(values) -> np.ndarray:
     return np.sort(np.asarray(values, dtype=np.int64))
+
+
+def _database_order(database: np.ndarray, seed: int) -> np.ndarray:
+    """The database indices in a pseudo-random order fixed by ``seed`` (see the module docstring)."""
+    return np.random.default_rng([_DATABASE_ORDER_STREAM, seed]).permutation(database)
 
 
 def _sample_per_class(
@@ -138,7 +153,7 @@ def make_splits(
         database = np.setdiff1d(everything, held_out)
         if num_train == 0:
             train = database
-        return Splits(query, train, database)
+        return Splits(query, train, _database_order(database, seed))
     expected_parts = 2 if protocol == "cifar10_II" else 3
     if partition is None or len(partition) != len(labels):
         raise ValueError(f"protocol {protocol!r} needs a partition array of length {len(labels)}")
@@ -148,7 +163,7 @@ def make_splits(
         raise ValueError(f"protocol {protocol!r} needs {expected_parts} non-empty parts, got sizes {sizes}")
     if protocol == "cifar10_II":
         train = everything[partition == 0]
-        return Splits(query=everything[partition == 1], train=train, database=train)
+        return Splits(query=everything[partition == 1], train=train, database=_database_order(train, seed))
     return Splits(query=everything[partition == 1], train=everything[partition == 0], database=everything[partition == 2])
 
 
@@ -214,7 +229,11 @@ def load_or_make_splits(
                 f"{path} was written for another split ({'; '.join(differences)}); "
                 "use a new workdir or delete the file to draw new splits"
             )
-        return Splits(*(_sorted_indices(index_lists[name]) for name in ("query", "train", "database")))
+        return Splits(
+            query=_sorted_indices(index_lists["query"]),
+            train=_sorted_indices(index_lists["train"]),
+            database=np.asarray(index_lists["database"], np.int64),  # its ranking order, as written
+        )
     splits = make_splits(
         labels,
         protocol=protocol,

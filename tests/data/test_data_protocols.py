@@ -35,7 +35,19 @@ def test_protocol_II_is_test_queries_and_train_database():
     splits = protocols.make_splits(CIFAR_LABELS, protocol="cifar10_II", seed=0, partition=CIFAR_PARTITION)
     np.testing.assert_array_equal(splits.query, np.arange(50000, 60000))
     np.testing.assert_array_equal(splits.train, np.arange(50000))
-    np.testing.assert_array_equal(splits.database, np.arange(50000))
+    np.testing.assert_array_equal(np.sort(splits.database), np.arange(50000))
+
+
+@pytest.mark.parametrize("protocol", ["cifar10_I", "cifar10_II", "deephash_cifar10_1"])
+def test_database_order_is_mixed_across_classes_and_fixed_by_the_seed(protocol):
+    # The pool is class-sorted; ranking ties go by database position, so the database must not be.
+    splits = protocols.make_splits(CIFAR_LABELS, protocol=protocol, seed=0, partition=CIFAR_PARTITION)
+    first_classes = CIFAR_LABELS[splits.database[:1000]].sum(0)
+    assert first_classes.min() > 60 and first_classes.max() < 140  # about 100 of each class
+    again = protocols.make_splits(CIFAR_LABELS, protocol=protocol, seed=0, partition=CIFAR_PARTITION)
+    other = protocols.make_splits(CIFAR_LABELS, protocol=protocol, seed=1, partition=CIFAR_PARTITION)
+    np.testing.assert_array_equal(splits.database, again.database)
+    assert not np.array_equal(splits.database, other.database)
 
 
 def test_deephash_cifar10_1_train_inside_database():
@@ -58,7 +70,7 @@ def test_per_class_multi_label_draws_each_example_once_and_reports_shortage():
     labels = np.array([[1, 1], [1, 0], [0, 1], [1, 1], [0, 1], [1, 0]], np.uint8)
     splits = protocols.make_splits(labels, protocol="per_class", num_query_per_class=1, num_train_per_class=1)
     assert len(np.unique(np.concatenate([splits.query, splits.train]))) == 4
-    np.testing.assert_array_equal(splits.database, np.setdiff1d(np.arange(6), splits.query))
+    np.testing.assert_array_equal(np.sort(splits.database), np.setdiff1d(np.arange(6), splits.query))
     with pytest.raises(ValueError, match=r"class 'b' has \d examples left .* 2 queries \+ 1 training"):
         protocols.make_splits(
             labels, protocol="per_class", num_query_per_class=2, num_train_per_class=1, class_names=["a", "b"]
@@ -77,6 +89,8 @@ def test_split_file_is_written_reused_and_checked(tmp_path):
     (tmp_path / "splits.json").write_text(json.dumps(stored))
     reused = protocols.load_or_make_splits(CIFAR_LABELS, **kwargs)
     assert reused.query.tolist() == sorted(stored["query"])
+    assert reused.database.tolist() == stored["database"]  # the database keeps its written order
+    assert stored["database"] != sorted(stored["database"])
     # Another seed, protocol or data set is an error naming the difference and the file.
     with pytest.raises(ValueError, match=r"splits\.json was written for another split \(seed: file has 1, this run has 2\)"):
         protocols.load_or_make_splits(CIFAR_LABELS, **{**kwargs, "seed": 2})
@@ -161,7 +175,7 @@ def test_build_arrays_with_split_names(tmp_path):
     config = {"source": "arrays", "path": str(tmp_path / "toy.npz"), "protocol": "cifar10_II"}
     data = build_retrieval_data(config, workdir=None)
     np.testing.assert_array_equal(data.query.indices, [6, 7])
-    np.testing.assert_array_equal(data.database.indices, np.arange(6))
+    np.testing.assert_array_equal(np.sort(data.database.indices), np.arange(6))
 
 
 @pytest.mark.shared
