@@ -368,6 +368,9 @@ def mean_average_precision(
        \qquad 0 \text{ if } R_k = 0,
 
     and mAP@k is the mean over queries (a query with nothing relevant in its top ``k`` counts as 0).
+    Ties by index make the score depend on the database's order: keep that order independent of the
+    labels (the protocols of :mod:`jaxretrieval.data` shuffle the database; a class-sorted one lowered a
+    64-bit CSQ model's mAP@1000 on CIFAR-10 from 0.53 to 0.36), or use ``tie_aware=True``.
 
     ``tie_aware=True`` returns He et al.'s expected AP over uniformly random orders within equal
     distances instead, which no tie order can move. With ``top_k`` cutting a tie group, the
