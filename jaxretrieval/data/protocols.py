@@ -24,7 +24,8 @@ order drawn from the seed (``list_files`` keeps the database list's order). Rank
 ties by database position (as faiss does), and pools are often stored one class after another (an
 image folder lists its class folders in turn): in that order, ties would favour the first classes.
 On CIFAR-10 protocol II a 64-bit CSQ model (6,324 distinct codes for 50,000 images) scored mAP@1000
-0.365 with its class-sorted database and 0.530 with shuffled ones, its tie-aware mAP@1000 being 0.533.
+0.365 with its class-sorted database and 0.527 to 0.537 with shuffled ones, its tie-aware mAP@1000
+being 0.533 (``benchmarks/tie_order.py``).
 In a random order, index ties are one unbiased draw of the random tie orders that the tie-aware mAP
 averages over, as in the references, whose CIFAR-10 database keeps the data set's own mixed order.
 """
