@@ -18,7 +18,7 @@ import argparse
 import numpy as np
 
 from jaxretrieval import data as data_lib
-from jaxretrieval import evaluate, metrics, search, trainer
+from jaxretrieval import evaluate, methods, metrics, search, trainer
 
 
 def main():
@@ -39,8 +39,8 @@ def main():
         codebooks = np.asarray(trained.model.head.codebooks[...])
         database_codes = np.asarray(search.pq_encode(database.representations, codebooks))
     else:
-        database_codes = np.where(database.representations >= 0, 1, -1).astype(np.int8)
-    query_codes = np.where(query.representations >= 0, 1, -1).astype(np.int8)
+        database_codes = methods._sign_codes(database.representations)  # the evaluation's own binarisation
+    query_codes = methods._sign_codes(query.representations)
     print(f"{arguments.workdir}: method {config.method}, {len(np.unique(database_codes, axis=0)):,} distinct "
           f"codes for {len(database_codes):,} database items")
 
