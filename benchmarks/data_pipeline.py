@@ -2,9 +2,9 @@
 
 Run by hand (not part of the test suite), from the repository root:
 
-    nice .venv/bin/python benchmarks/data_pipeline.py [--root ../shared/data/cifar10] [--repeats 3]
+    nice .venv/bin/python benchmarks/data_pipeline.py --root /path/to/cifar10 [--repeats 3]
 
-Measures, on ../shared/data/cifar10 (50,000 training JPEGs of 32x32):
+Measures, on CIFAR-10 as image folders (``<root>/train/<class>/*.jpg``: 50,000 training JPEGs of 32x32):
   listing the folder; decoding every image once into memory (cache_in_memory, threads);
   grain train_batches reading JPEGs on every access (cache "none") and from the in-memory cache;
   the jitted on-device augmentations alone (hashing view, SPQ's two views);
@@ -73,7 +73,7 @@ class _TorchPeerDataset:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--root", default=os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "cifar10"))
+    parser.add_argument("--root", required=True, help="CIFAR-10 as image folders: <root>/train/<class>/*.jpg")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     import torch

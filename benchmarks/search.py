@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxretrieval import search
+from jaxretrieval.search import _hamming, _pq, _threads
 
 
 def _paired_timings(ours, theirs, repeats: int):
@@ -68,13 +69,13 @@ def _peak_temp_bytes(jitted, queries, *args, **kwargs):
     Each host thread runs one compiled chunk at a time, so the peak is one chunk's temporaries times
     the number of chunks running together.
     """
-    num_threads = search._check_num_threads(None, queries)
+    num_threads = _threads.check_num_threads(None, queries)
     if num_threads == 1:
-        size, in_flight = search._query_bucket(queries.shape[0]), 1
+        size, in_flight = _threads.query_bucket(queries.shape[0]), 1
     else:
-        size = search._query_chunk(queries.shape[0], num_threads)
+        size = _threads.query_chunk(queries.shape[0], num_threads)
         in_flight = min(num_threads, -(-queries.shape[0] // size))
-    padded = search._pad_queries(queries[:size], size)
+    padded = _threads.pad_queries(queries[:size], size)
     analysis = jitted.lower(padded, *args, **kwargs).compile().memory_analysis()
     return in_flight * analysis.temp_size_in_bytes
 
@@ -120,7 +121,7 @@ def bench_hamming(num_items, num_queries, num_bits, k, repeats, rng, with_functi
         return faiss_index.search(queries, k)
 
     faiss_distances, faiss_indices = theirs()
-    search_bytes = _peak_temp_bytes(search._hamming_knn_prepared_jit, queries_device, *prepared,
+    search_bytes = _peak_temp_bytes(_hamming._hamming_knn_prepared_jit, queries_device, *prepared,
                                     num_items, k=k, num_bits=num_bits)
     variants = [("HammingIndex.search", ours_prepared, _mib(search_bytes))]
     if with_function:
@@ -169,14 +170,14 @@ def bench_pq(num_items, num_queries, k, repeats, rng):
     faiss_index.pq.compute_distance_tables(
         num_queries, faiss.swig_ptr(queries), faiss.swig_ptr(faiss_tables))
     search_tables = jax.jit(functools.partial(
-        search._pq_tables_search, k=k, table_shape=(num_books, 256)))
+        _pq._pq_tables_search, k=k, table_shape=(num_books, 256)))
     table_distances, table_indices = search_tables(
-        search._pad_queries(jnp.asarray(faiss_tables)), *prepared, num_items)
+        _threads.pad_queries(jnp.asarray(faiss_tables)), *prepared, num_items)
     exact = (np.array_equal(np.asarray(table_distances[:num_queries]), faiss_distances)
              and np.array_equal(np.asarray(table_indices[:num_queries]), faiss_indices))
     identical = (f"ids {same_ids:.4%} equal, max abs distance difference {max_difference:.1e}; "
                  f"with faiss's tables: {exact}")
-    temp_bytes = _peak_temp_bytes(search._pq_knn_prepared_jit, queries_device, *prepared,
+    temp_bytes = _peak_temp_bytes(_pq._pq_knn_prepared_jit, queries_device, *prepared,
                                   codebooks_device, num_items, k=k, distance="squared_l2")
     _row(f"PQIndex.search, M=8 K=256 L=16, k={k}, squared_l2", num_queries,
          _paired_timings(ours, theirs, repeats), _one_thread_rate(ours, num_queries, repeats),
@@ -208,7 +209,7 @@ def main():
           f"{faiss.omp_get_max_threads()}, faiss SIMD {faiss.SIMDConfig.get_level_name()}, "
           f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}")
     print(f"{num_items:,} database items, {num_queries:,} queries, median of {arguments.repeats}\n")
-    print(f"our search threads: {search._check_num_threads(None, jnp.zeros(1))}\n")
+    print(f"our search threads: {_threads.check_num_threads(None, jnp.zeros(1))}\n")
     print("| configuration | ours q/s | faiss q/s | ratio (median of pairs) | ours q/s, 1 thread "
           "| CPU s ours / faiss | identical to faiss | search temp memory (peak) | database size |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -2,35 +2,25 @@ r"""CSQ on CIFAR-10 (protocol II: 10,000 test queries, 50,000 training images = 
 
 Command (bits: 16, 32 or 64; default 64)::
 
-    python -m jaxretrieval.train --config configs/csq_cifar10.py:bits=64 --workdir runs/csq_cifar10_64
+    python -m jaxretrieval.train --config configs/csq_cifar10.py:bits=64 --workdir runs/csq_cifar10_64 \
+        --config.data.root=/path/to/cifar10
 
-Data: ../shared/data/cifar10 (image folders ``<split>/<class>/*.jpg``); override with
-``--config.data.root=/path/to/cifar10``. Model: the small CNN (width 32) and CSQ's hash head, trained
-from scratch (the paper fine-tunes an ImageNet ResNet-50 / AlexNet at 224 px; no download here).
-Hardware / time: a 2-core CPU, roughly 1.3 to 2.6 hours for 15 epochs (5,859 steps at about 1.6
-CPU-seconds each, measured by the reproduction study, docs/results.md; not yet run to the end); GPU
-time not measured yet. For a 20-minute CPU run use the study's ``cpu20`` budget (benchmarks/reproduce.py). Expected mAP@1000: well below the paper's AlexNet
-0.79 at 64 bits (from-scratch small CNN at 32 px); see docs/results.md for measured numbers.
+Data: CIFAR-10 as image folders ``<root>/{train,test}/<class>/*.jpg``. Model: the small CNN (width
+32) and CSQ's hash head, trained from scratch (the paper fine-tunes an ImageNet ResNet-50 / AlexNet at
+224 px; no download here). Hardware / time: a 2-core CPU, roughly 1.3 to 2.6 hours for 15 epochs
+(5,859 steps at about 1.6 CPU-seconds each, measured by the reproduction study, docs/results.md; not
+yet run to the end); GPU time not measured yet. For a 20-minute CPU run use the study's ``cpu20``
+budget (``python -m studies.reproduce``). Expected mAP@1000: well below the paper's AlexNet 0.79 at
+64 bits (from-scratch small CNN at 32 px); see docs/results.md for measured numbers.
 """
-from jaxretrieval.config_utils import base_config, parse_bits
-
+from jaxretrieval.training.config import base_config, parse_bits
 
 
 def get_config(arg=None):
     config = base_config("csq")
     config.data.source = "image_folder"
-    config.data.root = "../shared/data/cifar10"
     config.data.protocol = "cifar10_II"
-    config.augment.name = "hashing"
-    config.augment.crop_padding = 4
-    config.augment.flip = True
-    config.model.backbone = "small_cnn"
-    config.model.width = 32
     config.model.num_bits = parse_bits(arg, config_name="csq_cifar10", default=64)
-    config.model.hidden_dim = 1024
-    config.loss.quantization_weight = 0.05
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
     config.schedule.name = "cosine"
     config.schedule.warmup_steps = 200
     config.batch_size = 128

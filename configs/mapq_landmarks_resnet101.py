@@ -2,7 +2,8 @@ r"""mAP_Q paper recipe (Revaud et al., ICCV 2019): ResNet-101 + GeM + AP loss on
 
 Command::
 
-    python -m jaxretrieval.train --config configs/mapq_landmarks_resnet101.py --workdir runs/mapq_landmarks
+    python -m jaxretrieval.train --config configs/mapq_landmarks_resnet101.py --workdir runs/mapq_landmarks \
+        --config.data.root=/path/to/landmarks
 
 Settings from the paper (naver/deep-image-retrieval ships the models and evaluation, not a training
 script): ImageNet-pretrained ResNet-101 (``model.pretrained_path``, converted from torchvision with
@@ -13,15 +14,15 @@ weight decay 1e-6 and an exponential-style decay (here: cosine over the run); 80
 (here: images resized to 800 x 800, padded random crop + flip); PCA-whitening with power 0.25 learned
 on the training descriptors after training. The optimiser constants are as reported in the paper's
 text: check them against your copy before claiming a reproduction.
-Data: Landmarks-clean (Gordo et al.; 586 landmarks) as DeepHash-style list files
-``data/landmarks/{train,test,database}.txt`` (path + one-hot label vector), images under
-``data/landmarks/``. Our evaluation reports mAP over that held-out split; Revisited Oxford / Paris
+Data: Landmarks-clean (Gordo et al.; 586 landmarks) as DeepHash-style list files ``train.txt``,
+``test.txt`` and ``database.txt`` in ``config.data.root`` (path + one-hot label vector). Our
+evaluation reports mAP over that held-out split; Revisited Oxford / Paris
 (``jaxretrieval.metrics.revisited_map``) needs its ground-truth files and is run separately.
 Hardware: a GPU pod (the paper: 4,096 images of 800 px per update); one H100 needs about 1-2 s per
 4,096-image step at 224 px and far longer at 800 px. Expected (paper, R101-AP-GeM with whitening):
 ROxford medium / hard 67.1 / 42.3, RParis 80.3 / 60.9 mAP.
 """
-from jaxretrieval.config_utils import base_config
+from jaxretrieval.training.config import base_config
 
 
 def get_config(arg=None):
@@ -29,26 +30,14 @@ def get_config(arg=None):
     config = base_config("map_q")
     config.data.source = "list_file"
     config.data.protocol = "list_files"
-    config.data.root = "data/landmarks"
-    config.data.train_list = "data/landmarks/train.txt"
-    config.data.test_list = "data/landmarks/test.txt"
-    config.data.database_list = "data/landmarks/database.txt"
     config.data.image_size = 800
     config.data.worker_count = 16
-    config.augment.name = "hashing"
     config.augment.crop_padding = 32
-    config.augment.flip = True
     config.augment.mean = (0.485, 0.456, 0.406)
     config.augment.std = (0.229, 0.224, 0.225)
     config.model.backbone = "resnet101"
-    config.model.head = "ap"
     config.model.descriptor_dim = 2048
-    config.model.gem_p = 3.0
     config.model.pretrained_path = "pretrained/resnet101.npz"
-    config.loss.num_bins = 20
-    config.loss.score_min = -1.0
-    config.loss.score_max = 1.0
-    config.optimizer.name = "adam"
     config.optimizer.learning_rate = 1e-5
     config.optimizer.weight_decay = 1e-6
     config.schedule.name = "cosine"
@@ -58,6 +47,5 @@ def get_config(arg=None):
     config.num_steps = 2000
     config.log_every_steps = 10
     config.checkpoint_every_steps = 100
-    config.eval.top_k = 0
     config.eval.precision_at = 10
     return config

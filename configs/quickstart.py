@@ -9,33 +9,19 @@ other 1,297 images are the database and the training set. Hardware: a 2-core CPU
 3 minutes including compilation. Expected: mAP (whole database) >= 0.9 on the test queries; the
 workdir gets metrics.jsonl, eval/metrics.json, eval/pr_curve.png and eval/retrieval_grid.png.
 """
-from jaxretrieval.config_utils import base_config
+from jaxretrieval.training.config import base_config
 
 
 def get_config(arg=None):
     del arg
     config = base_config("csq")
-    config.seed = 0
-    config.data.source = "digits"
-    config.data.protocol = "digits"
-    config.augment.name = "hashing"
     config.augment.crop_padding = 1
     config.augment.flip = False  # Digits are not mirror-symmetric.
-    config.model.backbone = "small_cnn"
     config.model.in_channels = 1
     config.model.width = 16
-    config.model.num_bits = 32
     config.model.hidden_dim = 256
-    config.model.dropout = 0.5
-    config.loss.quantization_weight = 0.05
-    config.optimizer.name = "adam"
-    config.optimizer.learning_rate = 1e-3
     config.schedule.name = "cosine"
     config.schedule.warmup_steps = 50
-    config.batch_size = 64
     config.num_epochs = 30
-    config.log_every_steps = 50
     config.checkpoint_every_steps = 200
-    config.eval.top_k = 0
-    config.eval.precision_at = 100
     return config

@@ -7,22 +7,18 @@ Command::
 Hardware: any CPU (the test suite runs it on 8 fake CPU devices). Wall time: about 10 s, most of it
 compilation. Expected mAP: not meaningful (a handful of steps); it checks that everything runs.
 """
-from jaxretrieval.config_utils import base_config
+from jaxretrieval.training.config import base_config
 
 
 def get_config(arg=None):
     del arg
     config = base_config("csq")
-    config.data.source = "digits"
-    config.data.protocol = "digits"
     config.augment.crop_padding = 1
-    config.model.backbone = "small_cnn"
     config.model.in_channels = 1
     config.model.width = 4
     config.model.num_bits = 16
     config.model.hidden_dim = 32
     config.batch_size = 32
-    config.eval_batch_size = 256
     config.num_steps = 6
     config.log_every_steps = 2
     config.checkpoint_every_steps = 3

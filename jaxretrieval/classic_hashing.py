@@ -2,7 +2,7 @@
 
 Both are linear hashes ``b(x) = sign((x - mean) W)`` (``>= 0`` gives +1), held in one small frozen
 dataclass, :class:`LinearHash`, registered as a JAX pytree so ``encode`` also runs under ``jax.jit``.
-They are the unsupervised baselines SPQ is compared with (issue 7), over pixel or backbone features.
+They are the unsupervised baselines SPQ is compared with, over pixel or backbone features.
 
 References:
   Charikar, "Similarity Estimation Techniques from Rounding Algorithms", STOC 2002 (random hyperplanes).
@@ -15,6 +15,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxretrieval import codes
 
 __all__ = ["LinearHash", "lsh_fit", "itq_fit"]
 
@@ -44,12 +46,12 @@ class LinearHash:
 
     def encode(self, features: jax.Array) -> jax.Array:
         """``[n, dim]`` features -> ``[n, num_bits]`` int8 codes in ``{-1, +1}``."""
-        return jnp.where(self.project(features) >= 0, 1, -1).astype(jnp.int8)
+        return codes.sign_codes(self.project(features))
 
     def quantization_error(self, features: jax.Array) -> float:
         """Mean over samples of ``||encode(x) - project(x)||^2``: ITQ's objective (lower is better)."""
         projected = self.project(features)
-        return float(jnp.mean(jnp.sum((jnp.where(projected >= 0, 1.0, -1.0) - projected) ** 2, axis=1)))
+        return float(jnp.mean(jnp.sum((codes.sign_codes(projected) - projected) ** 2, axis=1)))
 
 
 jax.tree_util.register_dataclass(LinearHash, data_fields=["mean", "projection"], meta_fields=[])

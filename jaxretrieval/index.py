@@ -1,19 +1,23 @@
-"""Search indexes over hash codes and PQ codes: add, search, range search, remove, save, load.
+"""Search indexes over hash codes, PQ codes and float vectors: add, search, range search, remove, save, load.
 
 :class:`HammingIndex` holds packed binary codes, :class:`PQIndex` product-quantization codes with
-their codebooks. Both search exactly with :mod:`jaxretrieval.search` (distances ascending, ties by
-insertion order, which is ascending id when ids are the defaults) and return the user's ids.
+their codebooks, :class:`FlatIndex` real-valued vectors (inner product or cosine similarity). All
+search exactly with :mod:`jaxretrieval.search` (Hamming and PQ: distances ascending; flat:
+similarities descending; ties by insertion order, which is ascending id when ids are the defaults)
+and return the user's ids. :func:`load_index` reads any of them, by the kind its file records.
 
 File format (version 1): one ``.npz`` archive (``numpy.savez``, read with ``allow_pickle=False``,
 so no pickle anywhere) holding the arrays plus ``header``, a ``uint8`` array of UTF-8 JSON::
 
-    {"format": "jaxretrieval.index", "format_version": 1, "kind": "hamming" | "pq",
+    {"format": "jaxretrieval.index", "format_version": 1, "kind": "hamming" | "pq" | "flat",
      "count": n, "next_id": int, "checksum": "sha256:<hex>",
      # hamming: "num_bits": b, "bit_order": "big", "word_type": "uint8"
-     # pq: "num_books": M, "num_words": K, "word_dim": L, "distance": "spq" | "squared_l2"}
+     # pq: "num_books": M, "num_words": K, "word_dim": L, "distance": "spq" | "squared_l2"
+     # flat: "dimension": d, "metric": "inner_product" | "cosine"}
 
-Arrays: ``codes`` (hamming: ``[n, ceil(b / 8)]`` uint8 packed as :func:`jaxretrieval.search.pack_codes`,
-most significant bit first; pq: ``[n, M]`` int32), ``ids`` ``[n]`` int64 and, for pq,
+Arrays: ``codes`` (hamming: ``[n, ceil(b / 8)]`` uint8 packed as :func:`jaxretrieval.codes.pack_codes`,
+most significant bit first; pq: ``[n, M]`` int32; flat: the ``[n, d]`` float32 vectors as added),
+``ids`` ``[n]`` int64 and, for pq,
 ``codebooks`` ``[M, K, L]`` float32. The checksum is the SHA-256 over, for each array in name order,
 its name, dtype, shape and bytes. Saving writes a temporary file in the target's directory and
 renames it over the target (``os.replace``), so a crash never leaves a half-written index. Loading a
@@ -24,6 +28,7 @@ faiss (optional) interop: :meth:`HammingIndex.to_faiss` / :meth:`HammingIndex.fr
 ``IndexBinaryFlat`` (wrapped in ``IndexBinaryIDMap`` when ids are not ``0..n-1``),
 :meth:`PQIndex.to_faiss` / :meth:`PQIndex.from_faiss` ``IndexPQ`` with 8-bit codes (``K = 256``;
 ``IndexIDMap`` likewise). faiss ranks PQ by squared distance, i.e. ``distance="squared_l2"``.
+:meth:`FlatIndex.to_faiss` gives an ``IndexFlatIP`` (cosine: over the normalised vectors).
 """
 from __future__ import annotations
 
@@ -36,9 +41,12 @@ import zipfile
 import jax.numpy as jnp
 import numpy as np
 
+from jaxretrieval import codes as codes_lib
 from jaxretrieval import search
+from jaxretrieval.search._float import check_vectors, unit_vectors
+from jaxretrieval.search._pq import check_codebooks, check_distance, check_pq_codes
 
-__all__ = ["FORMAT_VERSION", "IndexFormatError", "HammingIndex", "PQIndex"]
+__all__ = ["FORMAT_VERSION", "FlatIndex", "HammingIndex", "IndexFormatError", "PQIndex", "load_index"]
 
 FORMAT_VERSION = 1
 _FORMAT_NAME = "jaxretrieval.index"
@@ -76,7 +84,7 @@ def _write(path, header: dict, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def _read(path, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
+def _read(path, kind: str | None) -> tuple[dict, dict[str, np.ndarray]]:
     path = os.fspath(path)
     try:
         with np.load(path, allow_pickle=False) as archive:
@@ -100,8 +108,9 @@ def _read(path, kind: str) -> tuple[dict, dict[str, np.ndarray]]:
             f"{path}: format version {header.get('format_version')!r}; this version of "
             f"jaxretrieval reads version {FORMAT_VERSION}"
         )
-    if header.get("kind") != kind:
-        raise IndexFormatError(f"{path}: holds a {header.get('kind')!r} index, not {kind!r}")
+    if header.get("kind") != kind and (kind is not None or header.get("kind") not in _INDEX_KINDS):
+        expected = repr(kind) if kind is not None else f"one of {sorted(_INDEX_KINDS)}"
+        raise IndexFormatError(f"{path}: holds a {header.get('kind')!r} index, not {expected}")
     if _checksum(arrays) != header.get("checksum"):
         raise IndexFormatError(f"{path}: checksum mismatch; the arrays are corrupted")
     if arrays["codes"].shape[0] != header.get("count") or arrays["ids"].shape != (
@@ -215,12 +224,7 @@ class HammingIndex(_Index):
                 f"{name} must be [n, {self.num_bits}] codes or [n, {self.num_bytes}] packed uint8, "
                 f"got dtype {codes.dtype} shape {codes.shape}"
             )
-        if np.issubdtype(codes.dtype, np.unsignedinteger):
-            raise TypeError(
-                f"{name}: unsigned {codes.dtype} codes of width num_bits are ambiguous (every "
-                f"value is >= 0); pass +-1 / real codes or packed uint8 of width {self.num_bytes}"
-            )
-        return np.asarray(search.pack_codes(codes))
+        return np.asarray(codes_lib.pack_codes(codes_lib.code_bits(codes, name=name)))
 
     def add(self, codes, ids=None) -> None:
         """Appends codes (``+-1``/real ``[n, num_bits]`` or packed ``uint8 [n, num_bytes]``).
@@ -264,7 +268,11 @@ class HammingIndex(_Index):
 
     @classmethod
     def load(cls, path) -> "HammingIndex":
-        header, arrays = _read(path, cls.kind)
+        """Reads an index written by :meth:`save`; :class:`IndexFormatError` if it is not one."""
+        return cls._from_file(path, *_read(path, cls.kind))
+
+    @classmethod
+    def _from_file(cls, path, header: dict, arrays: dict) -> "HammingIndex":
         index = cls(header["num_bits"])
         codes = arrays["codes"]
         if codes.dtype != np.uint8 or codes.shape[1:] != (index.num_bytes,) or header.get(
@@ -324,8 +332,8 @@ class PQIndex(_Index):
     kind = "pq"
 
     def __init__(self, codebooks, distance: str = "spq"):
-        search._check_distance(distance)
-        self.codebooks = np.asarray(search._check_codebooks(codebooks))
+        check_distance(distance)
+        self.codebooks = np.asarray(check_codebooks(codebooks))
         self.distance = distance
         super().__init__(self.codebooks.shape[0], np.int32)
 
@@ -339,7 +347,7 @@ class PQIndex(_Index):
 
     def add_codes(self, codes, ids=None) -> None:
         """Appends already encoded ``[n, M]`` codes."""
-        codes = search._check_pq_codes(codes, jnp.asarray(self.codebooks))
+        codes = check_pq_codes(codes, jnp.asarray(self.codebooks))
         self._append(np.asarray(codes, np.int32), ids)
 
     def _layout(self):
@@ -377,7 +385,11 @@ class PQIndex(_Index):
 
     @classmethod
     def load(cls, path) -> "PQIndex":
-        header, arrays = _read(path, cls.kind)
+        """Reads an index written by :meth:`save`; :class:`IndexFormatError` if it is not one."""
+        return cls._from_file(path, *_read(path, cls.kind))
+
+    @classmethod
+    def _from_file(cls, path, header: dict, arrays: dict) -> "PQIndex":
         codebooks = arrays.get("codebooks")
         expected = (header.get("num_books"), header.get("num_words"), header.get("word_dim"))
         if codebooks is None or codebooks.shape != expected:
@@ -434,3 +446,118 @@ class PQIndex(_Index):
         codes = faiss.vector_to_array(faiss_index.codes).reshape(faiss_index.ntotal, pq.M)
         index.add_codes(codes.astype(np.int32), ids)
         return index
+
+
+_METRICS = ("inner_product", "cosine")
+
+
+class FlatIndex(_Index):
+    """Exact search over real-valued vectors by similarity (descending), ties by insertion order.
+
+    ``metric="inner_product"`` ranks by ``<q, x>`` (for vectors already of unit norm, such as mAP_Q's
+    descriptors, this is the cosine similarity); ``"cosine"`` normalises queries and vectors first
+    (an all-zero vector has similarity 0). The vectors are kept as added.
+
+    Example:
+      >>> index = FlatIndex(dimension=2)
+      >>> index.add(np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]), ids=[7, 8, 9])
+      >>> similarities, ids = index.search(np.array([[0.0, 1.0]]), k=2)
+      >>> similarities.round(3), ids
+      (array([[1. , 0.8]], dtype=float32), array([[8, 9]]))
+    """
+
+    kind = "flat"
+
+    def __init__(self, dimension: int, metric: str = "inner_product"):
+        if isinstance(dimension, bool) or not isinstance(dimension, (int, np.integer)) or dimension <= 0:
+            raise ValueError(f"dimension must be a positive int, got {dimension!r}")
+        if metric not in _METRICS:
+            raise ValueError(f"metric must be one of {_METRICS}, got {metric!r}")
+        self.dimension = int(dimension)
+        self.metric = metric
+        super().__init__(self.dimension, np.float32)
+
+    def add(self, vectors, ids=None) -> None:
+        """Appends ``[n, dimension]`` float vectors (finite)."""
+        self._append(np.asarray(check_vectors("vectors", vectors, self.dimension)), ids)
+
+    def _layout(self):
+        if self._prepared is None:
+            vectors = jnp.asarray(self._codes)
+            self._prepared = unit_vectors(vectors) if self.metric == "cosine" else vectors
+        return self._prepared
+
+    def _queries(self, queries) -> jnp.ndarray:
+        queries = check_vectors("queries", queries, self.dimension)
+        return unit_vectors(queries) if self.metric == "cosine" else queries
+
+    def search(self, queries, k: int, *, num_threads: int | None = None):
+        """``(similarities [q, k] float32 descending, ids [q, k] int64)``; ``-1`` / ``-inf`` pad.
+
+        ``num_threads``: as :func:`jaxretrieval.search.inner_product_knn`.
+        """
+        self._check_not_empty()
+        similarities, positions = search.inner_product_knn(
+            self._queries(queries), self._layout(), k, num_threads=num_threads
+        )
+        return np.asarray(similarities), self._to_ids(positions)
+
+    def range_search(self, queries, threshold: float):
+        """``(lims, similarities, ids)`` of all items with similarity ``>= threshold`` (CSR, items in
+        insertion order), as :func:`jaxretrieval.search.hamming_range_search` lays them out."""
+        self._check_not_empty()
+        if not np.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number, got {threshold}")
+        lims, similarities, positions = search.inner_product_range_search(
+            self._queries(queries), self._layout(), float(threshold)
+        )
+        return lims, similarities, self._to_ids(positions)
+
+    def save(self, path) -> None:
+        """Writes the index atomically (see the module docstring for the format)."""
+        header = {"kind": self.kind, "count": len(self), "next_id": self._next_id,
+                  "dimension": self.dimension, "metric": self.metric}
+        _write(path, header, {"codes": self._codes, "ids": self._ids})
+
+    @classmethod
+    def load(cls, path) -> "FlatIndex":
+        """Reads an index written by :meth:`save`; :class:`IndexFormatError` if it is not one."""
+        return cls._from_file(path, *_read(path, cls.kind))
+
+    @classmethod
+    def _from_file(cls, path, header: dict, arrays: dict) -> "FlatIndex":
+        if header.get("metric") not in _METRICS:
+            raise IndexFormatError(f"{path}: unknown metric {header.get('metric')!r}")
+        index = cls(header["dimension"], metric=header["metric"])
+        vectors = arrays["codes"]
+        if vectors.dtype != np.float32 or vectors.shape[1:] != (index.dimension,):
+            raise IndexFormatError(f"{path}: vectors {vectors.dtype} {vectors.shape} do not match dimension {index.dimension}")
+        index._codes, index._ids, index._next_id = vectors, arrays["ids"], header["next_id"]
+        return index
+
+    def to_faiss(self):
+        """A faiss ``IndexFlatIP`` over the vectors (normalised for ``"cosine"``; ``IndexIDMap`` for custom ids)."""
+        import faiss
+
+        flat = faiss.IndexFlatIP(self.dimension)
+        vectors = np.ascontiguousarray(np.asarray(self._layout()), np.float32)
+        if np.array_equal(self._ids, np.arange(len(self))):
+            flat.add(vectors)
+            return flat
+        mapped = faiss.IndexIDMap(flat)
+        mapped.add_with_ids(vectors, self._ids)
+        return mapped
+
+
+_INDEX_KINDS = {index_class.kind: index_class for index_class in (HammingIndex, PQIndex, FlatIndex)}
+
+
+def load_index(path) -> HammingIndex | PQIndex | FlatIndex:
+    """Reads any index written by ``save``, of the kind its file records.
+
+    Raises:
+      FileNotFoundError: no such file.
+      IndexFormatError: not a readable index file of a known kind (see the module docstring).
+    """
+    header, arrays = _read(path, None)
+    return _INDEX_KINDS[header["kind"]]._from_file(path, header, arrays)

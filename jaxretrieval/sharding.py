@@ -1,9 +1,10 @@
-"""Device meshes, batch shardings and multi-host start-up for the training layer.
+"""Device meshes, batch shardings, host/device transfers and multi-host start-up (training and evaluation).
 
 One mesh is declared in the config (``config.mesh = [("data", -1)]``); batches are sharded over its
 ``"data"`` axis, parameters are replicated, and batch-level losses run on global arrays (XLA inserts the
 collectives). On several hosts every process reads its own slice of the data and :func:`global_batch`
-assembles the slices into one global array.
+assembles the slices into one global array. :func:`replicate` places host values on every device,
+:func:`to_host` brings replicated or sharded arrays back as numpy (on every process).
 
 Example (the test suite's 8 fake CPU devices)::
 
@@ -23,6 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 __all__ = [
@@ -33,7 +35,9 @@ __all__ = [
     "initialize_distributed",
     "is_main_process",
     "make_mesh",
+    "replicate",
     "replicated_sharding",
+    "to_host",
 ]
 
 DATA_AXIS = "data"
@@ -165,6 +169,44 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh) -> dict[str,
         name: jax.make_array_from_process_local_data(sharding, np.asarray(value))
         for name, value in local_batch.items()
     }
+
+
+def _host_copy(value) -> np.ndarray:
+    """A writable numpy copy of a replicated value (also of a multi-process one: any local shard is whole)."""
+    if isinstance(value, jax.Array) and not value.is_fully_addressable:
+        value = value.addressable_data(0)
+    return np.array(value)
+
+
+def _is_key(value) -> bool:
+    return isinstance(value, jax.Array) and jax.dtypes.issubdtype(value.dtype, jax.dtypes.prng_key)
+
+
+def replicate(tree, mesh: Mesh):
+    """Host values (identical on every process) -> arrays replicated over ``mesh`` (PRNG keys stay keys)."""
+    replicated = replicated_sharding(mesh)
+
+    def place(value):
+        if _is_key(value):
+            placed = jax.make_array_from_process_local_data(replicated, _host_copy(jax.random.key_data(value)))
+            return jax.random.wrap_key_data(placed, impl=jax.random.key_impl(value))
+        return jax.make_array_from_process_local_data(replicated, _host_copy(value))
+
+    return jax.tree.map(place, tree)
+
+
+def to_host(tree):
+    """Arrays -> writable host numpy on every process: replicated ones copied from a local shard,
+    batch-sharded ones gathered across processes (PRNG keys stay keys)."""
+
+    def bring(value):
+        if _is_key(value):
+            return jax.random.wrap_key_data(bring(jax.random.key_data(value)), impl=jax.random.key_impl(value))
+        if isinstance(value, jax.Array) and not value.is_fully_addressable and not value.sharding.is_fully_replicated:
+            return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+        return _host_copy(value)
+
+    return jax.tree.map(bring, tree)
 
 
 def is_main_process() -> bool:

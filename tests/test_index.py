@@ -232,3 +232,60 @@ def test_pq_index_faiss_export_and_import_give_identical_results():
     exported_distances, exported_ids = exported.search(queries, 15)
     np.testing.assert_array_equal(exported_ids, faiss_ids)
     np.testing.assert_array_equal(exported_distances, faiss_distances)
+
+
+# ------------------------------------------------------------------------------ flat index, load_index
+
+
+def test_flat_index_searches_by_similarity_with_the_users_ids_and_round_trips(tmp_path):
+    rng = np.random.default_rng(11)
+    vectors = rng.standard_normal((40, 6)).astype(np.float32)
+    queries = rng.standard_normal((5, 6)).astype(np.float32)
+    ids = np.arange(100, 140)
+    for metric in ("inner_product", "cosine"):
+        flat = index_module.FlatIndex(6, metric=metric)
+        flat.add(vectors, ids=ids)
+        similarities, found = flat.search(queries, 4)
+        database = vectors / np.linalg.norm(vectors, axis=1, keepdims=True) if metric == "cosine" else vectors
+        query_rows = queries / np.linalg.norm(queries, axis=1, keepdims=True) if metric == "cosine" else queries
+        expected_similarities, expected_positions = search.inner_product_knn(query_rows, database, 4)
+        np.testing.assert_array_equal(found, ids[np.asarray(expected_positions)])
+        np.testing.assert_allclose(similarities, np.asarray(expected_similarities), rtol=1e-6)
+        flat.save(tmp_path / f"{metric}.npz")
+        loaded = index_module.load_index(tmp_path / f"{metric}.npz")
+        assert isinstance(loaded, index_module.FlatIndex) and loaded.metric == metric
+        np.testing.assert_array_equal(loaded.search(queries, 4)[1], found)
+        faiss_similarities, faiss_ids = flat.to_faiss().search(query_rows, 4)
+        np.testing.assert_array_equal(faiss_ids, found)
+        np.testing.assert_allclose(faiss_similarities, similarities, atol=1e-5)
+    lims, similarities, found = flat.range_search(queries[:1], 0.5)
+    full = (queries[:1] / np.linalg.norm(queries[:1])) @ (vectors / np.linalg.norm(vectors, axis=1, keepdims=True)).T
+    np.testing.assert_array_equal(found, ids[np.flatnonzero(full[0] >= 0.5)])
+
+
+def test_load_index_reads_every_kind_and_refuses_a_wrong_one(tmp_path):
+    hamming = index_module.HammingIndex(16)
+    hamming.add(np.where(np.random.default_rng(0).standard_normal((9, 16)) >= 0, 1, -1))
+    hamming.save(tmp_path / "hamming.npz")
+    pq = index_module.PQIndex(np.random.default_rng(1).standard_normal((2, 4, 3)).astype(np.float32))
+    pq.add(np.random.default_rng(2).standard_normal((9, 6)).astype(np.float32))
+    pq.save(tmp_path / "pq.npz")
+    assert isinstance(index_module.load_index(tmp_path / "hamming.npz"), index_module.HammingIndex)
+    assert isinstance(index_module.load_index(tmp_path / "pq.npz"), index_module.PQIndex)
+    with pytest.raises(index_module.IndexFormatError, match="holds a 'pq' index, not 'flat'"):
+        index_module.FlatIndex.load(tmp_path / "pq.npz")
+    (tmp_path / "bad.npz").write_bytes(b"not an index")
+    with pytest.raises(index_module.IndexFormatError, match="not a readable index archive"):
+        index_module.load_index(tmp_path / "bad.npz")
+
+
+def test_flat_index_refuses_bad_vectors():
+    flat = index_module.FlatIndex(3)
+    with pytest.raises(ValueError, match=r"vectors must have shape \[n, 3\]"):
+        flat.add(np.ones((2, 4), np.float32))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        flat.add(np.full((1, 3), np.inf, np.float32))
+    with pytest.raises(ValueError, match="empty"):
+        flat.search(np.ones((1, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="metric must be one of"):
+        index_module.FlatIndex(3, metric="l2")

@@ -23,6 +23,7 @@ import dataclasses
 import grain
 import jax
 import numpy as np
+from absl import flags
 
 from jaxretrieval.data.report import LoadReport, UnreadableExampleError
 
@@ -75,8 +76,6 @@ def _finish(dataset: grain.MapDataset, *, worker_count: int, prefetch: int) -> g
     if worker_count < 0 or prefetch < 0:
         raise ValueError(f"worker_count={worker_count} and prefetch={prefetch} must be >= 0")
     if worker_count:
-        from absl import flags
-
         # grain's worker processes read absl flags; outside an absl app (scripts, tests) nothing parsed
         # them, so take their defaults. An absl app has parsed them already and is left alone.
         if not flags.FLAGS.is_parsed():

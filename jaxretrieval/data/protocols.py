@@ -25,7 +25,7 @@ ties by database position (as faiss does), and pools are often stored one class 
 image folder lists its class folders in turn): in that order, ties would favour the first classes.
 On CIFAR-10 protocol II a 64-bit CSQ model (6,324 distinct codes for 50,000 images) scored mAP@1000
 0.365 with its class-sorted database and 0.527 to 0.537 with shuffled ones, its tie-aware mAP@1000
-being 0.533 (``benchmarks/tie_order.py``).
+being 0.533 (``python -m studies.tie_order``).
 In a random order, index ties are one unbiased draw of the random tie orders that the tie-aware mAP
 averages over, as in the references, whose CIFAR-10 database keeps the data set's own mixed order.
 """
@@ -40,7 +40,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-SPLITS_FILE_NAME = "splits.json"
 
 # protocol -> (queries per class, train per class, train examples also in the database); None = config.
 _PER_CLASS_PROTOCOLS = {
@@ -186,19 +185,19 @@ def load_or_make_splits(
     *,
     protocol: str,
     seed: int,
-    workdir: str | os.PathLike | None,
+    splits_file: str | os.PathLike | None,
     partition: np.ndarray | None = None,
     num_query_per_class: int = 100,
     num_train_per_class: int = 500,
     class_names: Sequence[str] | None = None,
 ) -> Splits:
-    """:func:`make_splits`, written to ``<workdir>/splits.json`` with a checksum and re-used from it.
+    """:func:`make_splits`, written to ``splits_file`` with a checksum and re-used from it.
 
     The file records the protocol, its parameters, the seed and a fingerprint of the pool (its size and
     a hash of its labels and partition). When the file exists its indices are re-used as written,
     after checking that the checksum matches them and that it was written for the same protocol,
     parameters, seed and data; otherwise a ``ValueError`` says what differs and where the file is.
-    With ``workdir=None`` nothing is read or written.
+    With ``splits_file=None`` nothing is read or written.
     """
     labels = np.asarray(labels, np.uint8)
     header = {
@@ -213,7 +212,7 @@ def load_or_make_splits(
             "fingerprint": _sha256(labels, np.zeros(0) if partition is None else np.asarray(partition, np.int64)),
         },
     }
-    path = None if workdir is None else os.path.join(os.fspath(workdir), SPLITS_FILE_NAME)
+    path = None if splits_file is None else os.fspath(splits_file)
     if path is not None and os.path.exists(path):
         with open(path, encoding="utf-8") as split_file:
             stored = json.load(split_file)
@@ -228,7 +227,7 @@ def load_or_make_splits(
         if differences:
             raise ValueError(
                 f"{path} was written for another split ({'; '.join(differences)}); "
-                "use a new workdir or delete the file to draw new splits"
+                "use a new run directory or delete the file to draw new splits"
             )
         return Splits(
             query=_sorted_indices(index_lists["query"]),

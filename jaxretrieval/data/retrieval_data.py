@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -10,11 +12,9 @@ from jaxretrieval.data import protocols, sources
 from jaxretrieval.data.pipeline import Subset
 from jaxretrieval.data.report import LoadReport
 
-SOURCES = ("digits", "image_folder", "list_file", "tfds", "arrays")
 CACHE_MODES = ("auto", "memory", "none")
 # cache="auto" decodes file-based data once into memory when the decoded pool is at most this big.
 AUTO_CACHE_MAX_BYTES = 2 * 1024**3
-LOAD_REPORT_FILE_NAME = "load_report.jsonl"
 
 
 # eq=False: fields hold arrays, whose == is elementwise; identity is the only meaningful equality.
@@ -33,8 +33,9 @@ class RetrievalData:
 
 def _setting(data_config, key: str, default=None):
     value = data_config.get(key, default)
-    if value is None:
-        raise ValueError(f"config.data.{key} is required for source={data_config.get('source')!r}")
+    if value is None or (isinstance(value, str) and not value and default is None):
+        hint = " (pass --config.data.root=/path/to/data)" if key == "root" else ""
+        raise ValueError(f"config.data.{key} is required for source={data_config.get('source')!r}{hint}")
     return value
 
 
@@ -50,46 +51,98 @@ def _partition_from_split_array(split: np.ndarray, data_config, path: str) -> np
     return np.asarray([names.index(name) for name in split.tolist()], np.int8)
 
 
-def _pool_source(data_config, report: LoadReport):
-    """The source every index refers to, and its partition (origin of each example) or None."""
-    kind = _setting(data_config, "source", "digits")
-    image_size = int(data_config.get("image_size", 0))
-    train_split = data_config.get("train_split", "train")
-    test_split = data_config.get("test_split", "test")
-    if kind == "digits":
-        return sources.load_digits_source(image_size=image_size), None
-    if kind == "arrays":
-        path = _setting(data_config, "path")
-        source, split = sources.ArraySource.from_npz(path, image_size=image_size, report=report)
-        return source, None if split is None else _partition_from_split_array(split, data_config, path)
-    if kind == "image_folder":
-        root = _setting(data_config, "root")
-        parts = [
-            sources.ImageFolderSource(root, split, image_size=image_size, report=report)
-            for split in (train_split, test_split)
-        ]
-    elif kind == "list_file":
-        root = _setting(data_config, "root")
-        first = sources.ListFileSource(_setting(data_config, "train_list"), root, image_size=image_size, report=report)
-        parts = [first] + [
-            sources.ListFileSource(
-                _setting(data_config, key), root, num_classes=len(first.class_names), image_size=image_size, report=report
-            )
-            for key in ("test_list", "database_list")
-        ]
-    elif kind == "tfds":
-        name = _setting(data_config, "tfds_name")
-        parts = [
-            sources.TfdsSource(name, split, data_dir=data_config.get("tfds_data_dir", None), image_size=image_size, report=report)
-            for split in (train_split, test_split)
-        ]
-    else:
-        raise ValueError(f"config.data.source={kind!r} is not one of {SOURCES}")
+SourceBuilder = Callable[[Any, LoadReport], "tuple[Any, np.ndarray | None]"]
+"""``(config.data, report) -> (pool source, partition or None)``: what :func:`register_source` takes.
+
+The pool source is indexable (``source[i]`` is ``{"image": uint8 [H, W, C], "label": multi-hot}``)
+with ``len``, ``labels`` ``[n, num_classes]``, ``class_names`` and ``image_shape``; the partition
+(0 train, 1 test, 2 database per example, or None) tells the protocol where each example came from.
+Skipped or unreadable files go into ``report``.
+"""
+
+SOURCES: dict[str, SourceBuilder] = {}
+"""``config.data.source`` name -> builder; extend with :func:`register_source`."""
+
+
+def register_source(name: str, builder: SourceBuilder) -> SourceBuilder:
+    """Makes ``config.data.source = name`` build its pool with ``builder`` (see :data:`SourceBuilder`).
+
+    Returns ``builder``, so it also works as a decorator: ``@functools.partial(register_source, "mine")``.
+    A name that is taken is an error (no silent replacement of a built-in source).
+    """
+    if name in SOURCES:
+        raise ValueError(f"data source {name!r} is already registered")
+    SOURCES[name] = builder
+    return builder
+
+
+def _digits(data_config, report):
+    del report
+    return sources.load_digits_source(image_size=int(data_config.get("image_size", 0))), None
+
+
+def _arrays(data_config, report):
+    path = _setting(data_config, "path")
+    source, split = sources.ArraySource.from_npz(path, image_size=int(data_config.get("image_size", 0)), report=report)
+    return source, None if split is None else _partition_from_split_array(split, data_config, path)
+
+
+def _concatenated(parts):
     pool = sources.ConcatSource(parts)
     return pool, pool.partition
 
 
-def build_retrieval_data(data_config, *, workdir: str | None) -> RetrievalData:
+def _image_folder(data_config, report):
+    root = _setting(data_config, "root")
+    return _concatenated([
+        sources.ImageFolderSource(root, data_config.get(key, default), image_size=int(data_config.get("image_size", 0)), report=report)
+        for key, default in (("train_split", "train"), ("test_split", "test"))
+    ])
+
+
+def _list_file(data_config, report):
+    """DeepHash list files; ``train_list`` / ``test_list`` / ``database_list`` default to
+    ``<root>/train.txt``, ``test.txt`` and ``database.txt``."""
+    root = _setting(data_config, "root")
+    image_size = int(data_config.get("image_size", 0))
+    paths = [
+        data_config.get(key, "") or os.path.join(root, default)
+        for key, default in (("train_list", "train.txt"), ("test_list", "test.txt"), ("database_list", "database.txt"))
+    ]
+    first = sources.ListFileSource(paths[0], root, image_size=image_size, report=report)
+    return _concatenated([first] + [
+        sources.ListFileSource(path, root, num_classes=len(first.class_names), image_size=image_size, report=report)
+        for path in paths[1:]
+    ])
+
+
+def _tfds(data_config, report):
+    name = _setting(data_config, "tfds_name")
+    return _concatenated([
+        sources.TfdsSource(
+            name, data_config.get(key, default), data_dir=data_config.get("tfds_data_dir", None) or None,
+            image_size=int(data_config.get("image_size", 0)), report=report,
+        )
+        for key, default in (("train_split", "train"), ("test_split", "test"))
+    ])
+
+
+for _name, _builder in (("digits", _digits), ("image_folder", _image_folder), ("list_file", _list_file),
+                        ("tfds", _tfds), ("arrays", _arrays)):
+    register_source(_name, _builder)
+
+
+def _pool_source(data_config, report: LoadReport):
+    """The source every index refers to, and its partition (origin of each example) or None."""
+    kind = _setting(data_config, "source", "digits")
+    if kind not in SOURCES:
+        raise ValueError(f"config.data.source={kind!r} is not one of {sorted(SOURCES)} (add one with register_source)")
+    return SOURCES[kind](data_config, report)
+
+
+def build_retrieval_data(
+    data_config, *, splits_file: str | os.PathLike | None = None, load_report_file: str | os.PathLike | None = None
+) -> RetrievalData:
     """Builds the pool source of ``data_config`` and the subsets of its protocol.
 
     Args:
@@ -98,22 +151,21 @@ def build_retrieval_data(data_config, *, workdir: str | None) -> RetrievalData:
         ``num_query_per_class``, ``num_train_per_class``, ``seed``; and ``cache``: ``"auto"`` (default:
         decode image files once into memory when they take at most 2 GiB decoded), ``"memory"`` or
         ``"none"`` (decode on every read).
-      workdir: the split file ``<workdir>/splits.json`` is written or re-used there, and skipped
-        images are also logged to ``<workdir>/load_report.jsonl`` (so grain worker processes' skips
-        reach the report). ``None`` keeps everything in memory.
+      splits_file: where the protocol's splits are written, or re-used when the file exists (a run's
+        ``splits.json``); ``None`` draws them in memory.
+      load_report_file: skipped images are also logged there, one JSON line each (so grain worker
+        processes' skips reach the report); ``None`` keeps the report in memory.
 
     Returns:
       A :class:`RetrievalData` whose subsets all index the same pool source.
 
-    >>> data = build_retrieval_data({"source": "digits", "protocol": "digits", "seed": 0}, workdir=None)
+    >>> data = build_retrieval_data({"source": "digits", "protocol": "digits", "seed": 0})
     >>> len(data.query), len(data.database), len(data.train), data.image_shape, data.num_classes
     (500, 1297, 1297, (8, 8, 1), 10)
     """
-    log_path = None
-    if workdir is not None:
-        os.makedirs(workdir, exist_ok=True)
-        log_path = os.path.join(workdir, LOAD_REPORT_FILE_NAME)
-    report = LoadReport(log_path)
+    if load_report_file is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(load_report_file)), exist_ok=True)
+    report = LoadReport(None if load_report_file is None else os.fspath(load_report_file))
     pool, partition = _pool_source(data_config, report)
     cache = data_config.get("cache", "auto")
     if cache not in CACHE_MODES:
@@ -128,7 +180,7 @@ def build_retrieval_data(data_config, *, workdir: str | None) -> RetrievalData:
         pool.labels,
         protocol=_setting(data_config, "protocol", "digits"),
         seed=int(data_config.get("seed", 0)),
-        workdir=workdir,
+        splits_file=splits_file,
         partition=partition,
         num_query_per_class=int(data_config.get("num_query_per_class", 100)),
         num_train_per_class=int(data_config.get("num_train_per_class", 500)),

@@ -310,7 +310,7 @@ def load_digits_source(*, image_size: int = 0) -> ArraySource:
     >>> len(digits), digits.image_shape, int(digits.images.max())
     (1797, (8, 8, 1), 255)
     """
-    from sklearn.datasets import load_digits
+    from sklearn.datasets import load_digits  # scikit-learn takes a second to import: only when asked for
 
     digits = load_digits()
     images = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)

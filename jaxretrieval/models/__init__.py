@@ -37,13 +37,20 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from jaxretrieval.models.backbones import BACKBONES, build_backbone
+from jaxretrieval.models.backbones import (
+    BACKBONES,
+    BackboneBuilder,
+    build_backbone,
+    register_backbone,
+    takes_config_width,
+)
 from jaxretrieval.models.heads import APHead, HashHead, PQHead, Whitening
 from jaxretrieval.models.pretrained import load_pretrained
 from jaxretrieval.models.retrieval_model import RetrievalModel
 
 __all__ = [
     "BACKBONES",
+    "BackboneBuilder",
     "HEADS",
     "RetrievalModel",
     "Whitening",
@@ -51,6 +58,7 @@ __all__ = [
     "build_model",
     "is_backbone_path",
     "load_pretrained",
+    "register_backbone",
 ]
 
 HEADS = ("hash", "pq", "ap")
@@ -121,8 +129,7 @@ def build_model(model_config, *, rngs: nnx.Rngs) -> RetrievalModel:
         raise ValueError("model.dtype 'float64' needs jax.config.update('jax_enable_x64', True) first")
     in_channels = _positive_int(model_config, "in_channels", 3)
 
-    # The ResNets keep their published widths (pretrained weights fit them); ``width`` is small_cnn's.
-    width = _get(model_config, "width", None) if backbone_name == "small_cnn" else None
+    width = _get(model_config, "width", None) if takes_config_width(backbone_name) else None
     backbone = build_backbone(backbone_name, in_channels=in_channels, width=width, dtype=dtype, rngs=rngs)
     if head_name == "hash":
         head = HashHead(

@@ -15,7 +15,7 @@ its running statistics are ``nnx.BatchStat`` and update only in ``model.train()`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -195,26 +195,68 @@ class ResNet(nnx.Module):
         return x
 
 
-BACKBONES = ("small_cnn", "cifar_resnet18", "resnet50", "resnet101")
+BackboneBuilder = Callable[..., nnx.Module]
+"""``builder(*, in_channels, width, dtype, rngs) -> nnx.Module``: what :func:`register_backbone` takes.
+
+The module maps float images ``[batch, H, W, in_channels]`` to a feature map ``[batch, h, w,
+num_features]`` and has a ``num_features`` attribute; ``width`` is ``config.model.width`` (``None``
+for the built-in ResNets, which keep their published widths).
+"""
+
+
+def _small_cnn(*, in_channels, width, dtype, rngs):
+    return SmallCNN(in_channels, width=width or 32, dtype=dtype, rngs=rngs)
+
+
+def _resnet(block, blocks_per_stage, cifar_stem):
+    def build(*, in_channels, width, dtype, rngs):
+        return ResNet(block, blocks_per_stage, in_channels=in_channels, cifar_stem=cifar_stem, width=width or 64,
+                      dtype=dtype, rngs=rngs)
+
+    return build
+
+
+BACKBONES: dict[str, BackboneBuilder] = {
+    "small_cnn": _small_cnn,
+    "cifar_resnet18": _resnet(BasicBlock, (2, 2, 2, 2), True),
+    "resnet50": _resnet(Bottleneck, (3, 4, 6, 3), False),
+    "resnet101": _resnet(Bottleneck, (3, 4, 23, 3), False),
+}
+"""``config.model.backbone`` name -> builder; extend with :func:`register_backbone`."""
+
+# Backbones whose ``config.model.width`` is passed on; the ResNets keep their published widths
+# (pretrained weights fit them).
+_WIDTH_FROM_CONFIG = {"small_cnn"}
+
+
+def register_backbone(name: str, builder: BackboneBuilder, *, takes_width: bool = True) -> BackboneBuilder:
+    """Makes ``config.model.backbone = name`` build its backbone with ``builder`` (see :data:`BackboneBuilder`).
+
+    ``takes_width``: ``config.model.width`` sets the width (else the builder gets ``None``). A name that is taken
+    is an error (no silent replacement of a built-in backbone). Returns ``builder``.
+    """
+    if name in BACKBONES:
+        raise ValueError(f"backbone {name!r} is already registered")
+    BACKBONES[name] = builder
+    if takes_width:
+        _WIDTH_FROM_CONFIG.add(name)
+    return builder
+
+
+def takes_config_width(name: str) -> bool:
+    """Whether ``config.model.width`` sets this backbone's width (small_cnn: yes; the ResNets keep
+    their published widths, which pretrained weights fit)."""
+    return name in _WIDTH_FROM_CONFIG
 
 
 def build_backbone(
     name: str, *, in_channels: int, width: int | None = None, dtype=jnp.float32, rngs: nnx.Rngs
 ) -> nnx.Module:
-    """The backbone called ``name`` (one of ``BACKBONES``).
+    """The backbone called ``name`` (a key of :data:`BACKBONES`).
 
-    ``width`` is the base number of features (``None``: small_cnn 32, the ResNets 64 as published).
+    ``width`` is the base number of features (``None``: small_cnn 32, the ResNets 64 as published;
+    a thin ResNet for tests comes from passing it here).
     """
-    if name == "small_cnn":
-        return SmallCNN(in_channels, width=width or 32, dtype=dtype, rngs=rngs)
-    resnets = {
-        "cifar_resnet18": (BasicBlock, (2, 2, 2, 2), True),
-        "resnet50": (Bottleneck, (3, 4, 6, 3), False),
-        "resnet101": (Bottleneck, (3, 4, 23, 3), False),
-    }
-    if name not in resnets:
+    if name not in BACKBONES:
         raise ValueError(f"unknown model.backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    block, blocks_per_stage, cifar_stem = resnets[name]
-    return ResNet(
-        block, blocks_per_stage, in_channels=in_channels, cifar_stem=cifar_stem, width=width or 64, dtype=dtype, rngs=rngs
-    )
+    return BACKBONES[name](in_channels=in_channels, width=width, dtype=dtype, rngs=rngs)

@@ -78,7 +78,7 @@ def test_per_class_multi_label_draws_each_example_once_and_reports_shortage():
 
 
 def test_split_file_is_written_reused_and_checked(tmp_path):
-    kwargs = dict(protocol="cifar10_I", seed=1, partition=CIFAR_PARTITION, workdir=tmp_path)
+    kwargs = dict(protocol="cifar10_I", seed=1, partition=CIFAR_PARTITION, splits_file=tmp_path / "splits.json")
     written = protocols.load_or_make_splits(CIFAR_LABELS, **kwargs)
     stored = json.loads((tmp_path / "splits.json").read_text())
     assert stored["protocol"] == "cifar10_I" and stored["seed"] == 1 and len(stored["checksum"]) == 64
@@ -114,12 +114,12 @@ def test_unknown_protocol_and_missing_partition():
 
 def test_build_digits_writes_split_file_and_rebuilds_identically(tmp_path):
     config = {"source": "digits", "protocol": "digits", "seed": 0}
-    data = build_retrieval_data(config, workdir=str(tmp_path))
+    data = build_retrieval_data(config, splits_file=tmp_path / "splits.json")
     assert (len(data.query), len(data.train), len(data.database)) == (500, 1297, 1297)
     _assert_per_class(data.query.source.labels, data.query.indices, 50)
     assert data.class_names == tuple("0123456789") and data.image_shape == (8, 8, 1)
     assert (tmp_path / "splits.json").exists()
-    again = build_retrieval_data(config, workdir=str(tmp_path))
+    again = build_retrieval_data(config, splits_file=tmp_path / "splits.json")
     np.testing.assert_array_equal(again.query.indices, data.query.indices)
 
 
@@ -136,7 +136,7 @@ def test_build_list_files(tmp_path, image_folder):
         "train_list": str(tmp_path / "train.txt"), "test_list": str(tmp_path / "test.txt"),
         "database_list": str(tmp_path / "db.txt"),
     }
-    data = build_retrieval_data(config, workdir=None)
+    data = build_retrieval_data(config)
     assert (len(data.train), len(data.query), len(data.database)) == (2, 1, 3)
     assert data.image_shape == (4, 4, 3) and data.num_classes == 2
     np.testing.assert_array_equal(data.query.source[int(data.query.indices[0])]["label"], [1.0, 1.0])
@@ -147,7 +147,7 @@ def test_build_image_folder_caches_and_reports_a_corrupt_file_in_the_workdir(tmp
     bad_path.write_bytes(b"not a jpeg")
     config = {"source": "image_folder", "root": str(image_folder), "protocol": "cifar10_II", "seed": 0}
     workdir = tmp_path / "run"
-    data = build_retrieval_data(config, workdir=str(workdir))
+    data = build_retrieval_data(config, splits_file=workdir / "splits.json", load_report_file=workdir / "load_report.jsonl")
     assert (len(data.query), len(data.train)) == (5, 6)  # the bad file keeps its index: nothing vanishes
     summary = data.report.summary()
     assert summary["num_skipped"] == 1 and summary["skipped"][0]["path"] == str(bad_path)
@@ -162,7 +162,7 @@ def test_build_tfds_from_mock_data():
     tfds = pytest.importorskip("tensorflow_datasets")
     config = {"source": "tfds", "tfds_name": "mnist", "protocol": "cifar10_II", "cache": "none"}
     with tfds.testing.mock_data(policy=tfds.testing.MockPolicy.USE_CODE, num_examples=4):
-        data = build_retrieval_data(config, workdir=None)
+        data = build_retrieval_data(config)
         assert (len(data.query), len(data.train), data.num_classes, data.image_shape) == (4, 4, 10, (28, 28, 1))
         example = data.query.source[int(data.query.indices[0])]
         assert example["index"] == 4 and example["image"].shape == (28, 28, 1)
@@ -173,7 +173,7 @@ def test_build_arrays_with_split_names(tmp_path):
     split = np.array(["train"] * 6 + ["test"] * 2)
     np.savez(tmp_path / "toy.npz", images=images, labels=np.arange(8) % 2, split=split)
     config = {"source": "arrays", "path": str(tmp_path / "toy.npz"), "protocol": "cifar10_II"}
-    data = build_retrieval_data(config, workdir=None)
+    data = build_retrieval_data(config)
     np.testing.assert_array_equal(data.query.indices, [6, 7])
     np.testing.assert_array_equal(np.sort(data.database.indices), np.arange(6))
 
@@ -182,7 +182,7 @@ def test_build_arrays_with_split_names(tmp_path):
 def test_real_cifar10_listing_protocol_sizes(cifar10_root, tmp_path):
     """Lists the 60,000 real files (no decoding beyond the first image) and checks both protocols."""
     base = {"source": "image_folder", "root": str(cifar10_root), "cache": "none", "seed": 0}
-    data = build_retrieval_data({**base, "protocol": "cifar10_I"}, workdir=str(tmp_path))
+    data = build_retrieval_data({**base, "protocol": "cifar10_I"}, splits_file=tmp_path / "splits.json")
     assert (len(data.query), len(data.train), len(data.database)) == (1000, 5000, 54000)
     assert data.class_names[:3] == ("airplane", "automobile", "bird") and data.image_shape == (32, 32, 3)
     _assert_per_class(data.train.source.labels, data.train.indices, 500)
@@ -197,6 +197,6 @@ def test_real_cifar10_listing_protocol_sizes(cifar10_root, tmp_path):
     assert images.std() > 30  # real photos, not placeholders
     np.testing.assert_array_equal(labels, data.query.source.labels[sample.indices])
     assert len(data.report) == 0
-    data = build_retrieval_data({**base, "protocol": "cifar10_II"}, workdir=None)
+    data = build_retrieval_data({**base, "protocol": "cifar10_II"})
     assert (len(data.query), len(data.train), len(data.database)) == (10000, 50000, 50000)
     np.testing.assert_array_equal(data.query.source.labels[data.query.indices].sum(0), [1000] * 10)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from trainer_test_utils import REPO_ROOT
+from .trainer_test_utils import REPO_ROOT
 
 CONFIG_DIR = REPO_ROOT / "configs"
 CONFIGS = sorted(path.stem for path in CONFIG_DIR.glob("*.py"))
@@ -29,13 +29,14 @@ def test_the_expected_configs_exist():
 
 @pytest.mark.parametrize("name", CONFIGS)
 def test_config_parses_with_a_docstring_command(name):
-    from jaxretrieval import config_utils, methods
+    from jaxretrieval import methods
+    from jaxretrieval.training import config as config_utils
 
     path = CONFIG_DIR / f"{name}.py"
     for bits in BITS_ARGS.get(name, (None,)):
         config = config_utils.load_config(f"{path}:bits={bits}" if bits else str(path))
         assert config.method in methods.METHODS
-        assert methods.get_method(config.method).head == config.model.head
+        assert methods.get_method_class(config.method).head == config.model.head
         if bits and config.model.head == "hash":
             assert config.model.num_bits == bits
         elif bits:
@@ -45,7 +46,7 @@ def test_config_parses_with_a_docstring_command(name):
 
 
 def test_config_argument_errors_name_the_config():
-    from jaxretrieval import config_utils
+    from jaxretrieval.training import config as config_utils
 
     with pytest.raises(ValueError, match="csq_cifar10.*bits"):
         config_utils.load_config(f"{CONFIG_DIR / 'csq_cifar10.py'}:bits=48")
@@ -117,7 +118,8 @@ def _tiny_overrides(config, tmp_path: pathlib.Path) -> dict:
 # configs/smoke.py trains (and evaluates) in test_trainer_e2e's shared run.
 @pytest.mark.parametrize("name", [name for name in CONFIGS if name != "smoke"])
 def test_config_trains_two_steps(name, tmp_path):
-    from jaxretrieval import config_utils, trainer
+    from jaxretrieval.training import config as config_utils
+    from jaxretrieval.training import trainer
 
     path = str(CONFIG_DIR / f"{name}.py")
     overrides = _tiny_overrides(config_utils.load_config(path), tmp_path)

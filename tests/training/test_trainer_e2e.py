@@ -5,7 +5,7 @@ import re
 import numpy as np
 from PIL import Image
 
-from trainer_test_utils import run_module
+from .trainer_test_utils import run_module
 
 
 def test_smoke_run_leaves_metrics_checkpoints_and_plots(smoke_run):

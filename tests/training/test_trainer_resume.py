@@ -8,7 +8,7 @@ import time
 import jax
 import numpy as np
 
-from trainer_test_utils import REPO_ROOT, subprocess_environment
+from .trainer_test_utils import REPO_ROOT, subprocess_environment
 
 # Long enough (60 steps, a checkpoint every 5) that a kill right after the first checkpoint lands mid-run.
 OVERRIDES = {
@@ -56,7 +56,8 @@ def _saved_steps(workdir: pathlib.Path) -> list[int]:
 
 def test_preempted_then_killed_run_resumes_to_the_parameters_of_an_uninterrupted_run(tmp_path):
     """SIGTERM (checkpoint + exit 143), restart, SIGKILL mid-run, restart: the end equals one clean run."""
-    from jaxretrieval import checkpoint, config_utils, trainer
+    from jaxretrieval.training import checkpoint, trainer
+    from jaxretrieval.training import config as config_utils
 
     workdir = tmp_path / "interrupted"
     # 1. SIGTERM after the first checkpoint: a checkpoint at the step it stopped, exit status 143.
