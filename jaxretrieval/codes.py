@@ -23,13 +23,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxretrieval._concrete import is_concrete
+
 __all__ = ["code_bits", "pack_codes", "sign_codes", "unpack_codes"]
 
 _BIT_WEIGHTS = (128, 64, 32, 16, 8, 4, 2, 1)
-
-
-def _is_concrete(value) -> bool:
-    return not isinstance(value, jax.core.Tracer)
 
 
 def code_bits(codes, *, name: str = "codes") -> jax.Array:
@@ -63,13 +61,14 @@ def code_bits(codes, *, name: str = "codes") -> jax.Array:
             "codes, booleans for bits, or bytes from pack_codes where packed codes are expected"
         )
     if jnp.issubdtype(codes.dtype, jnp.integer):
-        if _is_concrete(codes) and codes.size and bool(jnp.any((codes != 1) & (codes != -1))):
-            found = np.unique(np.asarray(codes))[:6].tolist()
+        host = np.asarray(codes) if is_concrete(codes) else None
+        if host is not None and host.size and ((host != 1) & (host != -1)).any():
+            found = np.unique(host)[:6].tolist()
             raise ValueError(
                 f"{name}: integer codes must be -1 or +1, found values {found}; pass booleans for "
                 "0/1 bits, or real values (binarised at 0)"
             )
-    elif _is_concrete(codes) and bool(jnp.isnan(codes).any()):
+    elif is_concrete(codes) and np.isnan(np.asarray(codes)).any():
         raise ValueError(f"{name} of shape {codes.shape} contain NaN; cannot binarise them")
     return codes >= 0
 

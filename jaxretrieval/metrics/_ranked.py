@@ -71,7 +71,7 @@ def ranked_mean_average_precision(
         if short.size:
             query = int(short[0])
             raise ValueError(
-                f"num_relevant[{query}]={normaliser[query]!r} is below the {int(found[query])} relevant items query "
+                f"num_relevant[{query}]={normaliser[query].item()!r} is below the {int(found[query])} relevant items query "
                 f"{query} has in its ranking: it must count the relevant items of the whole database (>= those found)"
             )
     return float(_common.average_precision(relevant, normaliser).mean())

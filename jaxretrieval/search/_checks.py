@@ -6,11 +6,6 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def is_concrete(x) -> bool:
-    """False for a tracer (inside ``jax.jit``): value checks are skipped there."""
-    return not isinstance(x, jax.core.Tracer)
-
-
 def check_k(k) -> int:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
         raise TypeError(f"k must be a Python int, got {type(k).__name__} {k!r}")

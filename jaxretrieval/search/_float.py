@@ -18,7 +18,8 @@ import numpy as np
 from jax import lax
 
 from jaxretrieval.search import _engine, _threads
-from jaxretrieval.search._checks import check_k, is_concrete
+from jaxretrieval._concrete import is_concrete
+from jaxretrieval.search._checks import check_k
 
 # One query batch's similarities stay within this many bytes.
 _SIMILARITY_BATCH_BYTES = 16 << 20
@@ -37,7 +38,7 @@ def check_vectors(name: str, vectors, dimension: int | None = None) -> jax.Array
         raise ValueError(f"{name} must have shape {expected}, got {vectors.shape}")
     if not jnp.issubdtype(vectors.dtype, jnp.floating):
         raise TypeError(f"{name} must be floating point, got dtype {vectors.dtype}")
-    if is_concrete(vectors) and not bool(jnp.isfinite(vectors).all()):
+    if is_concrete(vectors) and not np.isfinite(np.asarray(vectors)).all():
         raise ValueError(f"{name} of shape {vectors.shape} contain NaN or infinite values")
     return vectors.astype(jnp.float32)
 
@@ -162,8 +163,7 @@ def inner_product_knn(queries, database, k: int, *, num_threads: int | None = No
     if database.shape[0] == 0:
         raise ValueError(f"database is empty (shape {database.shape}); add vectors before searching")
     threads = _threads.check_num_threads(num_threads, database)
-    on_cpu = {device.platform for device in database.devices()} == {"cpu"} if is_concrete(database) else False
-    if k >= _SORT_MIN_K and on_cpu and is_concrete(queries):
+    if k >= _SORT_MIN_K and is_concrete(queries, database) and {device.platform for device in database.devices()} == {"cpu"}:
         return _sorted_knn(queries, database, k, threads)
     search_padded = lambda padded: _inner_product_top(padded, database, k=k)
     return _threads.search_queries(search_padded, queries, threads)

@@ -22,7 +22,8 @@ from jax import lax
 
 from jaxretrieval.codes import pack_codes
 from jaxretrieval.search import _engine, _threads
-from jaxretrieval.search._checks import check_k, check_packed, check_queries_database, is_concrete
+from jaxretrieval._concrete import is_concrete
+from jaxretrieval.search._checks import check_k, check_packed, check_queries_database
 
 # A query chunk of the sorting path holds at most this many bytes of keys.
 _SORT_CHUNK_BYTES = 64 << 20
@@ -207,7 +208,7 @@ def ranking(queries, prepared, num_items: int, k: int, *, num_bits: int, num_thr
     shift = _key_shift(num_items, num_bits)
     # Once k reaches the number of blocks the blocked engine keeps every block and gathers every item:
     # sorting keys is then faster (numpy's sort of uint32 against XLA's top_k over all items).
-    if shift is not None and k >= blocks.shape[0] and is_concrete(queries) and is_concrete(blocks):
+    if shift is not None and k >= blocks.shape[0] and is_concrete(queries, blocks):
         # The layout's item-order copy holds the database's words (plus padding copies at the end).
         database_words = blocks.reshape(-1, blocks.shape[-1])[:num_items]
         return _sorted_knn(queries, database_words, num_items, k, num_bits=num_bits, shift=shift, num_threads=num_threads)

@@ -9,7 +9,8 @@ import numpy as np
 from jax import lax
 
 from jaxretrieval.search import _engine, _threads
-from jaxretrieval.search._checks import check_k, is_concrete
+from jaxretrieval._concrete import is_concrete
+from jaxretrieval.search._checks import check_k
 
 # Table lookups are random access: one pass batch's tables stay within this many bytes (L1).
 _PQ_TABLE_BYTES = 32 << 10
@@ -38,7 +39,7 @@ def check_features(name: str, features, codebooks: jax.Array) -> jax.Array:
         )
     if not jnp.issubdtype(features.dtype, jnp.floating):
         raise TypeError(f"{name} must be floating point, got dtype {features.dtype}")
-    if is_concrete(features) and bool(jnp.isnan(features).any()):
+    if is_concrete(features) and np.isnan(np.asarray(features)).any():
         raise ValueError(f"{name} of shape {features.shape} contain NaN")
     return features.astype(jnp.float32)
 
@@ -146,7 +147,8 @@ def check_pq_codes(codes, codebooks: jax.Array) -> jax.Array:
     if codes.shape[0] == 0:
         raise ValueError(f"codes (the database) is empty, shape {codes.shape}")
     if is_concrete(codes) and codes.size:
-        low, high = int(codes.min()), int(codes.max())
+        host = np.asarray(codes)
+        low, high = int(host.min()), int(host.max())
         if low < 0 or high >= codebooks.shape[1]:
             raise ValueError(
                 f"codes must lie in [0, {codebooks.shape[1]}) for codebooks {codebooks.shape}, "

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxretrieval.search._checks import is_concrete
+from jaxretrieval._concrete import is_concrete
 
 # A chunk costs about as much as this many more queries (dispatch, padding, the final merge), which
 # decides between fewer large chunks and a better balance of many small ones.
