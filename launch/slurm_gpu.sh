@@ -4,7 +4,7 @@
 #   launch/slurm_gpu.sh --nodes 2 --gpus-per-node 8 --config configs/mapq_cifar10.py \
 #       --workdir /shared/runs/mapq [--partition P] [--account A] [--time 24:00:00] \
 #       [--cpus-per-task 8] [--python .venv/bin/python] [--dry-run] \
-#       [-- --config.batch_size=4096 --config.micro_batch_size=256]
+#       -- --config.data.root=/data/cifar10 [--config.batch_size=4096 --config.micro_batch_size=256]
 #
 # Writes a batch script and submits it with sbatch. Each task runs jaxretrieval.train with
 # --jax_distributed=on: JAX takes the coordinator (first node of the step, a port derived from the job

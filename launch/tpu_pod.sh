@@ -3,7 +3,7 @@
 #
 #   launch/tpu_pod.sh --name my-v4-32 --zone us-central2-b --config configs/mapq_cifar10.py \
 #       --workdir gs://my-bucket/runs/mapq [--project P] [--skip-copy] [--skip-install] [--dry-run] \
-#       [-- --config.batch_size=4096 --config.micro_batch_size=256]
+#       -- --config.data.root=/data/cifar10 [--config.batch_size=4096 --config.micro_batch_size=256]
 #
 # Every worker runs the same command (gcloud ... ssh --worker=all); each becomes one JAX process
 # (--jax_distributed=on: JAX reads the slice's coordinator, process count and id from the TPU metadata

@@ -135,7 +135,7 @@ def _hamming_knn_layout(query_words, planes, blocks, num_valid, *, k, num_bits):
     return distances, ids
 
 
-def _hamming_knn_words(query_words, database_words, num_valid, *, k, num_bits):
+def knn_of_words(query_words, database_words, num_valid, *, k, num_bits):
     planes, blocks = _engine.prepare(database_words)
     return _hamming_knn_layout(query_words, planes, blocks, num_valid, k=k, num_bits=num_bits)
 
@@ -242,8 +242,10 @@ def hamming_knn(
     """Exact k nearest neighbours in Hamming distance, ties by ascending database index.
 
     Same answers as faiss ``IndexBinaryFlat.search``. The database is scanned in chunks with per-block
-    lower bounds (see the module docstring), so the search's temporary memory stays a few MiB, below
-    the size of a million-item database, whatever the number of queries. Each call first lays the
+    lower bounds (see :mod:`jaxretrieval.search._engine`), so the search's temporary memory stays a
+    few MiB, below the size of a million-item database, whatever the number of queries; a deep
+    ranking (``k`` at least the database's number of 64-item blocks, outside a trace) sorts unique
+    keys on the host instead, in query chunks of at most 64 MiB of keys. Each call first lays the
     database out (:func:`prepare_hamming_database`, about twice the database's memory while the call
     runs); to search one database many times, lay it out once with
     :class:`jaxretrieval.index.HammingIndex` or :func:`hamming_knn_prepared`. On the CPU the queries are split into

@@ -199,7 +199,7 @@ def _pq_tables_search(queries, planes, blocks, num_valid, *, k, table_shape, que
     )
 
 
-def _pq_knn_codes(queries, codes, codebooks, num_valid, *, k, distance):
+def knn_of_codes(queries, codes, codebooks, num_valid, *, k, distance):
     planes, blocks = _engine.prepare(codes)
     return _pq_knn_layout(queries, planes, blocks, codebooks, num_valid, k=k, distance=distance)
 

@@ -43,7 +43,7 @@ def _sharded_hamming_jit(query_bytes, database_bytes, *, k, num_bits, mesh, axis
 
     def local(query_bytes, database_bytes):
         offset, num_valid = _shard_offsets(axis, database_bytes.shape[0], num_items)
-        distances, ids = _hamming._hamming_knn_words(
+        distances, ids = _hamming.knn_of_words(
             _hamming.to_words(query_bytes), _hamming.to_words(database_bytes), num_valid, k=k, num_bits=num_bits
         )
         return _merge_shards(distances, _globalise(ids, offset), axis, k)
@@ -61,7 +61,7 @@ def _sharded_pq_jit(queries, codes, codebooks, *, k, distance, mesh, axis, num_i
 
     def local(queries, codes, codebooks):
         offset, num_valid = _shard_offsets(axis, codes.shape[0], num_items)
-        distances, ids = _pq._pq_knn_codes(
+        distances, ids = _pq.knn_of_codes(
             queries, codes, codebooks, num_valid, k=k, distance=distance
         )
         return _merge_shards(distances, _globalise(ids, offset), axis, k)
