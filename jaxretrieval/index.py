@@ -43,7 +43,8 @@ import numpy as np
 
 from jaxretrieval import codes as codes_lib
 from jaxretrieval import search
-from jaxretrieval.search._float import check_vectors, unit_vectors
+from jaxretrieval._stable import unit_rows
+from jaxretrieval.search._float import check_vectors
 from jaxretrieval.search._pq import check_codebooks, check_distance, check_pq_codes
 
 __all__ = ["FORMAT_VERSION", "FlatIndex", "HammingIndex", "IndexFormatError", "PQIndex", "load_index"]
@@ -484,12 +485,12 @@ class FlatIndex(_Index):
     def _layout(self):
         if self._prepared is None:
             vectors = jnp.asarray(self._codes)
-            self._prepared = unit_vectors(vectors) if self.metric == "cosine" else vectors
+            self._prepared = unit_rows(vectors) if self.metric == "cosine" else vectors
         return self._prepared
 
     def _queries(self, queries) -> jnp.ndarray:
         queries = check_vectors("queries", queries, self.dimension)
-        return unit_vectors(queries) if self.metric == "cosine" else queries
+        return unit_rows(queries) if self.metric == "cosine" else queries
 
     def search(self, queries, k: int, *, num_threads: int | None = None):
         """``(similarities [q, k] float32 descending, ids [q, k] int64)``; ``-1`` / ``-inf`` pad.

@@ -3,13 +3,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxretrieval import codes
 
 
-@given(st.integers(1, 70), st.integers(0, 5), st.integers(0, 2**31 - 1))
+# Shapes from small sets (each new shape compiles); the values are what varies.
+@settings(max_examples=12)
+@given(st.sampled_from([1, 8, 9, 64, 70]), st.sampled_from([0, 1, 5]), st.integers(0, 2**31 - 1))
 def test_pack_is_numpy_packbits_of_the_sign_and_unpack_inverts_it(num_bits, num_rows, seed):
     values = np.random.default_rng(seed).standard_normal((num_rows, num_bits))
     values[:, :1] = 0.0  # sign(0) = +1

@@ -5,6 +5,12 @@ query/anchor) unless its docstring says otherwise; reduce with :func:`masked_mea
 losses (``spq_loss``, ``map_q_loss``, the baselines) work on global arrays under ``jax.jit``: with the
 batch sharded over a mesh axis each device keeps its rows of the batch x batch matrices.
 
+Bad input never reads as a good loss. Hyperparameters are checked against their documented ranges
+at the boundary (ValueError or TypeError naming the argument, its value and the range); NaN, +-inf
+or out-of-contract arrays raise ValueError when called eagerly and give NaN under ``jax.jit``, where
+values cannot be checked. Entries masked out with ``where=`` reach neither the value nor the
+gradient, and large finite inputs give the right value (or +inf where it exceeds the dtype), never NaN.
+
 Example (CSQ on a toy batch)::
 
     >>> import jax, jax.numpy as jnp

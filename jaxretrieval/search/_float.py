@@ -18,6 +18,7 @@ import numpy as np
 from jax import lax
 
 from jaxretrieval.search import _engine, _threads
+from jaxretrieval import _stable
 from jaxretrieval._concrete import is_concrete
 from jaxretrieval.search._checks import check_k
 
@@ -43,27 +44,6 @@ def check_vectors(name: str, vectors, dimension: int | None = None) -> jax.Array
     return vectors.astype(jnp.float32)
 
 
-def _scaled_rows(vectors: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Rows scaled by a power of two to entries below 1 in magnitude, and the exponents ``[n]``.
-
-    Exact (powers of two), so products of scaled rows round as the unscaled ones do, but nothing
-    overflows on the way for vectors up to float32's limit.
-    """
-    exponent = jnp.frexp(jnp.max(jnp.abs(vectors), axis=1))[1]
-    return jnp.ldexp(vectors, -exponent[:, None]), exponent
-
-
-def unit_vectors(vectors: jax.Array) -> jax.Array:
-    """Rows scaled to unit L2 norm; an all-zero row stays zero (similarity 0 to everything).
-
-    The norm is taken of the row scaled by a power of two first, so rows of any finite magnitude
-    normalise (the norm of ``[1e38, 1e38]`` overflows float32, its direction does not).
-    """
-    scaled, _ = _scaled_rows(vectors)
-    norms = jnp.linalg.norm(scaled, axis=1, keepdims=True)
-    return scaled / jnp.where(norms > 0, norms, 1.0)
-
-
 @functools.partial(jax.jit, static_argnames=("k",))
 def _inner_product_top(queries, database, *, k):
     _engine.trace_counts["inner_product_knn"] += 1
@@ -86,8 +66,8 @@ def _inner_product_top(queries, database, *, k):
 
 @jax.jit
 def _similarities(queries, database):
-    """``[q, n]`` inner products of power-of-two-scaled rows, scaled back (see :func:`_scaled_rows`)."""
-    (queries, query_exponent), (database, database_exponent) = _scaled_rows(queries), _scaled_rows(database)
+    """``[q, n]`` inner products of power-of-two-scaled rows, scaled back (``jaxretrieval._stable.scaled_rows``)."""
+    (queries, query_exponent), (database, database_exponent) = _stable.scaled_rows(queries), _stable.scaled_rows(database)
     products = jnp.matmul(queries, database.T, precision=lax.Precision.HIGHEST)
     return jnp.ldexp(products, query_exponent[:, None] + database_exponent[None, :])
 
@@ -180,8 +160,8 @@ def cosine_knn(queries, database, k: int, *, num_threads: int | None = None):
       >>> np.round(np.asarray(similarities), 4), indices
       (array([[1.    , 0.7071]], dtype=float32), Array([[0, 1]], dtype=int32))
     """
-    database = unit_vectors(check_vectors("database", database))
-    queries = unit_vectors(check_vectors("queries", queries, database.shape[1]))
+    database = _stable.unit_rows(check_vectors("database", database))
+    queries = _stable.unit_rows(check_vectors("queries", queries, database.shape[1]))
     return inner_product_knn(queries, database, k, num_threads=num_threads)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from jax import lax
 
 from jaxretrieval.search import _engine, _threads
+from jaxretrieval import _stable
 from jaxretrieval._concrete import is_concrete
 from jaxretrieval.search._checks import check_k
 
@@ -50,11 +51,6 @@ def check_distance(distance: str) -> str:
     return distance
 
 
-def _exponent(magnitude):
-    """The power of two ``e`` with ``magnitude < 2**e`` (``frexp``'s exponent; 0 for 0)."""
-    return jnp.frexp(magnitude)[1]
-
-
 def _squared_distances(features, codebooks):
     """``[n, M * L]``, ``[M, K, L]`` -> ``[n, M, K]`` squared distances per book (clamped at 0).
 
@@ -66,8 +62,8 @@ def _squared_distances(features, codebooks):
     """
     num_books, _, word_dim = codebooks.shape
     parts = features.reshape(features.shape[0], num_books, word_dim)
-    codebook_exponent = _exponent(jnp.max(jnp.abs(codebooks)))
-    query_exponent = jnp.maximum(_exponent(jnp.max(jnp.abs(parts), axis=(1, 2))), codebook_exponent)[:, None, None]
+    codebook_exponent = _stable.exponent_above(jnp.max(jnp.abs(codebooks)))
+    query_exponent = jnp.maximum(_stable.exponent_above(jnp.max(jnp.abs(parts), axis=(1, 2))), codebook_exponent)[:, None, None]
     scaled_parts = jnp.ldexp(parts, -query_exponent)
     unit_codebooks = jnp.ldexp(codebooks, -codebook_exponent)
     shift = codebook_exponent - query_exponent  # <= 0: brings the codebooks to the query's scale

@@ -38,8 +38,8 @@ def _in_unit_interval(value):
     return np.isfinite(value).all() and (np.asarray(value) >= 0).all() and (np.asarray(value) <= 1 + 1e-12).all()
 
 
-@settings(max_examples=20)
-@given(st.integers(0, 2**31 - 1), st.integers(1, 6), st.integers(1, 30), st.sampled_from([3, 16, 40]),
+@settings(max_examples=12)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([1, 6]), st.sampled_from([1, 30]), st.sampled_from([3, 40]),
        st.sampled_from(["huge", "infinite", "signs", "bits"]), st.sampled_from([None, 1, 5, 100]))
 def test_hamming_metrics_stay_in_the_unit_interval(seed, num_queries, num_database, num_bits, kind, top_k):
     rng = np.random.default_rng(seed)
