@@ -22,7 +22,7 @@ Hardware: a GPU pod (the paper: 4,096 images of 800 px per update); one H100 nee
 4,096-image step at 224 px and far longer at 800 px. Expected (paper, R101-AP-GeM with whitening):
 ROxford medium / hard 67.1 / 42.3, RParis 80.3 / 60.9 mAP.
 """
-from jaxretrieval.training.config import base_config
+from jaxretrieval.training.config import IMAGENET_MEAN, IMAGENET_STD, base_config
 
 
 def get_config(arg=None):
@@ -33,8 +33,8 @@ def get_config(arg=None):
     config.data.image_size = 800
     config.data.worker_count = 16
     config.augment.crop_padding = 32
-    config.augment.mean = (0.485, 0.456, 0.406)
-    config.augment.std = (0.229, 0.224, 0.225)
+    config.augment.mean = IMAGENET_MEAN
+    config.augment.std = IMAGENET_STD
     config.model.backbone = "resnet101"
     config.model.descriptor_dim = 2048
     config.model.pretrained_path = "pretrained/resnet101.npz"

@@ -8,8 +8,6 @@ items, from the search's all-pairs distances (no sorting at all).
 """
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np

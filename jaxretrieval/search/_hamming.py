@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxretrieval.codes import pack_codes
+from jaxretrieval.codes import pack_codes  # noqa: F401  (the doctests use it)
 from jaxretrieval.search import _engine, _threads
 from jaxretrieval._concrete import is_concrete
 from jaxretrieval.search._checks import check_k, check_packed, check_queries_database

@@ -36,6 +36,8 @@ from ml_collections import config_flags
 from jaxretrieval.methods import get_method_class
 
 __all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
     "ConfigError",
     "base_config",
     "csq_resnet50_recipe",
@@ -45,6 +47,11 @@ __all__ = [
     "parse_command_line",
     "unknown_key_message",
 ]
+
+
+# torchvision's ImageNet normalisation, which ImageNet-pretrained backbones expect (``config.augment``).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ConfigError(ValueError):
@@ -273,8 +280,8 @@ def csq_resnet50_recipe(*, num_bits: int, backbone_multiplier: float, top_k: int
     config.data.image_size = 224
     config.data.worker_count = 8
     config.augment.crop_padding = 16
-    config.augment.mean = (0.485, 0.456, 0.406)
-    config.augment.std = (0.229, 0.224, 0.225)
+    config.augment.mean = IMAGENET_MEAN
+    config.augment.std = IMAGENET_STD
     config.model.backbone = "resnet50"
     config.model.num_bits = num_bits
     config.model.pretrained_path = "pretrained/resnet50.npz"
